@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The one place that knows how this machine launches MPI jobs. Everything else (tests,
+# quickstart, sweeps) calls `launch/mpirun.sh -np N CMD...`.
+#  - Open MPI refuses to run as root without --allow-run-as-root;
+#  - more ranks than cores (4 ranks on a 2-core machine) needs --oversubscribe.
+# Extra mpirun flags can be passed through MOEBENCH_MPIRUN_FLAGS (e.g. a hostfile).
+set -euo pipefail
+flags=(--oversubscribe --bind-to none)
+if [ "$(id -u)" = 0 ]; then
+  flags+=(--allow-run-as-root)
+fi
+# Keep Open MPI quiet about missing high-speed fabrics on a single machine.
+export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
+export OMPI_MCA_rmaps_base_oversubscribe=1
+# shellcheck disable=SC2086
+exec mpirun "${flags[@]}" ${MOEBENCH_MPIRUN_FLAGS:-} "$@"
