@@ -1,0 +1,154 @@
+// Finite-difference gradient checks of the whole MoE layer (router network, routing, dispatch,
+// experts, combine, aux and z-loss) for every strategy x router architecture, on one process.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "moebench/moe_layer.hpp"
+#include "moebench/random.hpp"
+
+namespace moebench {
+namespace {
+
+struct Case {
+  RouterKind router;
+  RouterArch arch;
+  bool renorm = false;
+  DropPolicy policy = DropPolicy::position;
+  BalanceKind balance = BalanceKind::aux;
+  DispatchMode dispatch = DispatchMode::ragged;
+};
+
+std::string case_name(const Case& c) {
+  return std::string(to_string(c.router)) + "/" + to_string(c.arch) + (c.renorm ? "/renorm" : "") +
+         "/" + to_string(c.policy) + "/" + to_string(c.balance) + "/" + to_string(c.dispatch);
+}
+
+MoELayerConfig layer_config(const Case& c) {
+  MoELayerConfig config;
+  config.routing.router = c.router;
+  config.routing.num_experts = 4;
+  config.routing.top_k = c.router == RouterKind::top1 ? 1 : 2;
+  config.routing.capacity_factor = 0.75;  // drops some assignments
+  config.routing.renorm_after_drop = c.renorm;
+  config.routing.drop_policy = c.policy;
+  config.routing.temperature = 0.7f;
+  const bool learned_token_choice = is_token_choice(c.router) && has_learned_router(c.router);
+  config.routing.balance = learned_token_choice ? c.balance : BalanceKind::none;
+  config.routing.aux_loss_coeff = 0.1f;  // large enough that a wrong aux gradient shows
+  config.routing.z_loss_coeff = has_learned_router(c.router) ? 0.05f : 0.0f;
+  config.router_arch = c.arch;
+  config.router_hidden = 4;
+  config.d_model = 5;
+  config.d_hidden = 7;
+  config.dispatch = c.dispatch;
+  config.seed = 99;
+  return config;
+}
+
+constexpr int kTokens = 6;
+
+// L = sum(y * R) + aux_loss + z_loss
+double objective(MoELayer& layer, const std::vector<float>& x, const std::vector<int32_t>& ids,
+                 const std::vector<float>& r) {
+  std::vector<float> y(x.size());
+  layer.forward(y.data(), x.data(), ids.data(), kTokens);
+  double sum = 0.0;
+  for (size_t i = 0; i < y.size(); ++i) sum += static_cast<double>(y[i]) * r[i];
+  return sum + layer.plan().aux_loss + layer.plan().z_loss;
+}
+
+bool same_decisions(const RoutingPlan& a, const RoutingPlan& b) {
+  return a.expert == b.expert && a.kept == b.kept;
+}
+
+class LayerGradient : public ::testing::TestWithParam<Case> {};
+
+TEST_P(LayerGradient, MatchesFiniteDifferences) {
+  const Case c = GetParam();
+  MoELayer layer(layer_config(c), MPI_COMM_SELF, kTokens);
+  const int d = 5;
+  std::vector<float> x(kTokens * d), r(kTokens * d);
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = static_cast<float>(random_normal(7, 1, i));
+    r[i] = static_cast<float>(random_normal(7, 2, i));
+  }
+  const std::vector<int32_t> ids = {3, 17, 4, 250, 3, 99};
+
+  // Analytic gradients.
+  objective(layer, x, ids, r);
+  const RoutingPlan reference_plan = layer.plan();
+  layer.zero_grads();
+  std::vector<float> dx(x.size());
+  layer.backward(dx.data(), r.data());
+  const std::vector<float> router_grads = layer.router_grads();
+  const std::vector<float> expert_grads = layer.expert_grads();
+
+  // Central differences in fp32. With eps = 1e-2 the truncation error (eps^2 f'''/6) and the
+  // rounding error (~1e-7 |L| / eps) are both ~1e-4 here; the tolerance allows 20x that,
+  // while any wrong term in a gradient is O(0.1 - 1).
+  const float eps = 1e-2f;
+  int checked = 0, skipped = 0;
+  double worst = 0.0;
+  auto check = [&](std::vector<float>& values, const std::vector<float>& analytic,
+                   const char* what) {
+    for (size_t i = 0; i < values.size(); ++i) {
+      const float saved = values[i];
+      values[i] = saved + eps;
+      const double up = objective(layer, x, ids, r);
+      const bool same_up = same_decisions(layer.plan(), reference_plan);
+      values[i] = saved - eps;
+      const double down = objective(layer, x, ids, r);
+      const bool same_down = same_decisions(layer.plan(), reference_plan);
+      values[i] = saved;
+      if (!same_up || !same_down) {  // a routing decision flipped: not differentiable here
+        ++skipped;
+        continue;
+      }
+      const double numeric = (up - down) / (2.0 * eps);
+      const double error = std::abs(numeric - analytic[i]);
+      worst = std::max(worst, error);
+      EXPECT_LE(error, 2e-3 + 2e-2 * std::abs(numeric))
+          << what << "[" << i << "] analytic " << analytic[i] << " numeric " << numeric;
+      ++checked;
+    }
+  };
+  check(x, dx, "dx");
+  check(layer.router_params(), router_grads, "router");
+  check(layer.expert_params(), expert_grads, "experts");
+  EXPECT_GT(checked, 10 * (skipped + 1)) << "too many coordinates flip routing decisions";
+  RecordProperty("max_abs_error", std::to_string(worst));
+}
+
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  for (RouterArch arch : {RouterArch::linear, RouterArch::mlp, RouterArch::mlp_hadamard}) {
+    for (RouterKind router : {RouterKind::top1, RouterKind::topk_hard, RouterKind::softk,
+                              RouterKind::expert_choice}) {
+      cases.push_back({router, arch});
+    }
+    cases.push_back({RouterKind::softk, arch, /*renorm=*/true, DropPolicy::prob});
+  }
+  cases.push_back({RouterKind::hash, RouterArch::linear});
+  cases.push_back({RouterKind::topk_hard, RouterArch::linear, false, DropPolicy::position,
+                   BalanceKind::bias});
+  cases.push_back({RouterKind::softk, RouterArch::mlp, false, DropPolicy::position,
+                   BalanceKind::aux, DispatchMode::padded});
+  cases.push_back({RouterKind::expert_choice, RouterArch::linear, false, DropPolicy::position,
+                   BalanceKind::none, DispatchMode::padded});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllRouters, LayerGradient, ::testing::ValuesIn(all_cases()),
+                         [](const ::testing::TestParamInfo<Case>& param_info) {
+                           std::string name = case_name(param_info.param);
+                           std::replace(name.begin(), name.end(), '/', '_');
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace moebench
