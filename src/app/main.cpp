@@ -1,12 +1,6 @@
-// moebench: one binary, one subcommand per benchmark (DESIGN §1).
-#include <cstdio>
-#include <cstring>
+// moebench: one binary, one subcommand per benchmark (DESIGN §1). Dispatch, MPI setup and
+// the error policy live in moebench::cli::run_main; the commands in commands.cpp.
+#include "commands.hpp"
+#include "moebench/cli.hpp"
 
-int main(int argc, char** argv) {
-  if (argc < 2 || std::strcmp(argv[1], "--help") == 0) {
-    std::printf("usage: moebench <command> [options]\n");
-    return argc < 2 ? 2 : 0;
-  }
-  std::fprintf(stderr, "moebench: unknown command '%s'\n", argv[1]);
-  return 2;
-}
+int main(int argc, char** argv) { return moebench::cli::run_main(argc, argv, moebench_commands()); }

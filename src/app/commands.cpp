@@ -1,0 +1,12 @@
+// Registry of subcommands: one line per command, name, one-line summary, entry point.
+#include "commands.hpp"
+
+#include "moebench/capacity.hpp"
+
+std::vector<moebench::cli::Command> moebench_commands() {
+  return {
+      {"capacity",
+       "capacity microbenchmark: CF x E x K grid of routing, packing, exchange and dropping",
+       moebench::run_capacity_command},
+  };
+}

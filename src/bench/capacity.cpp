@@ -1,0 +1,428 @@
+// `moebench capacity` (see capacity.hpp). Per grid cell, after --warmup-iters untimed
+// iterations, each of --iters iterations does on every rank:
+//   route (timed) -> set_plan (ragged: count exchange) -> pack + dispatch exchange ->
+//   combine exchange + combine (identity experts)
+// and afterwards checks that every token came back as (sum of its kept gates) * x_t.
+#include "moebench/capacity.hpp"
+
+#include <cblas.h>
+#include <mpi.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "moebench/check.hpp"
+#include "moebench/cli.hpp"
+#include "moebench/dispatcher.hpp"
+#include "moebench/metrics.hpp"
+#include "moebench/random.hpp"
+#include "moebench/routing.hpp"
+#include "moebench/table.hpp"
+#include "moebench/trace.hpp"
+
+namespace moebench {
+
+namespace {
+
+namespace po = boost::program_options;
+
+struct CapacityOptions {
+  std::vector<double> capacity_factors;
+  std::vector<int> experts;
+  std::vector<int> top_ks;
+  RoutingConfig routing;  // router, drop policy, temperature, ... (E, k, CF set per cell)
+  DispatchMode dispatch = DispatchMode::ragged;
+  std::string distribution;
+  double logit_std = 1.0;
+  double zipf_s = 1.0;
+  int tokens = 0;
+  int d_model = 0;
+  int iters = 0;
+  int warmup_iters = 0;
+  int logit_batches = 0;
+  int vocab = 0;
+  int threads = 1;
+  uint64_t seed = 0;
+  std::string out;
+};
+
+po::options_description capacity_options() {
+  po::options_description options("moebench capacity options");
+  options.add_options()
+      ("capacity-factor", po::value<std::string>()->default_value("0.9,1.0,1.05,1.1,1.25,1.5"),
+       "capacity factors to sweep (comma-separated; 0 = dropless, token-choice routers only)")
+      ("experts", po::value<std::string>()->default_value("64,128,256"),
+       "expert counts to sweep (each a multiple of the rank count)")
+      ("top-k", po::value<std::string>()->default_value("1,2,4"), "top-k values to sweep")
+      ("router", po::value<std::string>()->default_value("topk_hard"),
+       "top1 | topk_hard | softk | hash | expert_choice")
+      ("drop-policy", po::value<std::string>()->default_value("position"),
+       "which assignments keep their slot when an expert is full: position | prob")
+      ("temperature", po::value<double>()->default_value(1.0), "softk gate temperature")
+      ("renorm-after-drop", po::bool_switch(), "softk: renormalise gates over kept choices")
+      ("hard-gates", po::bool_switch(), "top1: gate 1 instead of p")
+      ("ec-max-per-token", po::value<int>()->default_value(-1),
+       "expert_choice: experts a token may keep (-1 = top-k, 0 = no limit)")
+      ("dispatch", po::value<std::string>()->default_value("ragged"), "ragged | padded")
+      ("distribution", po::value<std::string>()->default_value("gaussian"),
+       "synthetic router logits: gaussian (iid normal) | zipf (expert popularity skew)")
+      ("logit-std", po::value<double>()->default_value(1.0), "standard deviation of the logits")
+      ("zipf-s", po::value<double>()->default_value(1.0),
+       "zipf exponent: expert e's popularity is proportional to (e+1)^-s; also skews hash token ids")
+      ("tokens", po::value<int>()->default_value(4096), "tokens per rank per iteration (T)")
+      ("d-model", po::value<int>()->default_value(256), "hidden size d: floats per token row")
+      ("iters", po::value<int>()->default_value(200), "timed iterations per grid cell")
+      ("warmup-iters", po::value<int>()->default_value(10), "untimed iterations per grid cell")
+      ("logit-batches", po::value<int>()->default_value(8),
+       "distinct batches of synthetic logits per rank, cycled through the iterations")
+      ("vocab", po::value<int>()->default_value(50257), "token-id range for hash routing")
+      ("threads", po::value<int>()->default_value(1), "OpenMP/BLAS threads per rank")
+      ("seed", po::value<uint64_t>()->default_value(1234), "seed of the synthetic logits and rows")
+      ("out", po::value<std::string>()->default_value("capacity.h5"),
+       "HDF5 trace path; the CSV is written beside it (same name, .csv)");
+  return options;
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw UsageError(message);
+}
+
+CapacityOptions resolve(const po::variables_map& vm, int ranks) {
+  CapacityOptions o;
+  o.capacity_factors = cli::parse_double_list("--capacity-factor", vm["capacity-factor"].as<std::string>());
+  for (double cf : o.capacity_factors) {
+    std::ostringstream text;
+    text << "--capacity-factor: entry " << cf
+         << " is negative (use a factor > 0, or 0 for dropless routing)";
+    require(cf >= 0.0, text.str());
+  }
+  o.experts = cli::parse_int_list("--experts", vm["experts"].as<std::string>(), 1);
+  o.top_ks = cli::parse_int_list("--top-k", vm["top-k"].as<std::string>(), 1);
+  o.routing.router = parse_router_kind("--router", vm["router"].as<std::string>());
+  o.routing.drop_policy = parse_drop_policy("--drop-policy", vm["drop-policy"].as<std::string>());
+  o.routing.temperature = static_cast<float>(vm["temperature"].as<double>());
+  o.routing.renorm_after_drop = vm["renorm-after-drop"].as<bool>();
+  o.routing.hard_gates = vm["hard-gates"].as<bool>();
+  o.routing.ec_max_per_token = vm["ec-max-per-token"].as<int>();
+  o.routing.balance = BalanceKind::none;  // synthetic logits: nothing to balance
+  o.dispatch = parse_dispatch_mode("--dispatch", vm["dispatch"].as<std::string>());
+  o.distribution = vm["distribution"].as<std::string>();
+  require(o.distribution == "gaussian" || o.distribution == "zipf",
+          "--distribution: unknown value '" + o.distribution + "' (accepted: gaussian, zipf)");
+  o.logit_std = vm["logit-std"].as<double>();
+  require(std::isfinite(o.logit_std) && o.logit_std >= 0.0, "--logit-std must be a number >= 0");
+  o.zipf_s = vm["zipf-s"].as<double>();
+  require(std::isfinite(o.zipf_s) && o.zipf_s >= 0.0, "--zipf-s must be a number >= 0");
+  o.tokens = vm["tokens"].as<int>();
+  o.d_model = vm["d-model"].as<int>();
+  o.iters = vm["iters"].as<int>();
+  o.warmup_iters = vm["warmup-iters"].as<int>();
+  o.logit_batches = vm["logit-batches"].as<int>();
+  o.vocab = vm["vocab"].as<int>();
+  o.threads = vm["threads"].as<int>();
+  o.seed = vm["seed"].as<uint64_t>();
+  o.out = vm["out"].as<std::string>();
+  require(o.tokens >= 1, "--tokens must be >= 1");
+  require(o.d_model >= 1, "--d-model must be >= 1");
+  require(o.iters >= 1, "--iters must be >= 1");
+  require(o.warmup_iters >= 0, "--warmup-iters must be >= 0");
+  require(o.logit_batches >= 1, "--logit-batches must be >= 1");
+  require(o.vocab >= 1, "--vocab must be >= 1");
+  require(o.threads >= 1, "--threads must be >= 1");
+  for (int E : o.experts) {
+    std::ostringstream text;
+    text << "--experts " << E << " is not divisible by the " << ranks
+         << " ranks: experts are sharded evenly across ranks (use multiples of " << ranks
+         << ", or run with a rank count that divides every expert count)";
+    require(E % ranks == 0, text.str());
+  }
+  // Validate every cell before anything runs, so bad input fails before any output.
+  for (int E : o.experts) {
+    for (int k : o.top_ks) {
+      for (double cf : o.capacity_factors) {
+        RoutingConfig cell = o.routing;
+        cell.num_experts = E;
+        cell.top_k = k;
+        cell.capacity_factor = cf;
+        validate_routing_config(cell);
+      }
+    }
+  }
+  return o;
+}
+
+// Synthetic router logits [batches][T, E] for this rank, and token ids [batches][T].
+//   gaussian: z ~ N(0, std^2)
+//   zipf:     z = std * N(0, 1) + log((e+1)^-s), so p_e is proportional to (e+1)^-s on average
+// Token ids are uniform over the vocabulary (gaussian) or zipf(s) distributed (zipf).
+void make_inputs(std::vector<float>& logits, std::vector<int32_t>& ids, const CapacityOptions& o,
+                 int E, int rank) {
+  const int64_t T = o.tokens;
+  logits.resize(static_cast<size_t>(o.logit_batches) * T * E);
+  ids.resize(static_cast<size_t>(o.logit_batches) * T);
+  const bool zipf = o.distribution == "zipf";
+  std::vector<double> cdf;
+  if (zipf) {
+    cdf.resize(o.vocab);
+    double sum = 0.0;
+    for (int v = 0; v < o.vocab; ++v) cdf[v] = (sum += std::pow(v + 1.0, -o.zipf_s));
+    for (double& c : cdf) c /= sum;
+  }
+  for (int b = 0; b < o.logit_batches; ++b) {
+    const uint64_t stream = (static_cast<uint64_t>(E) << 40) ^ (static_cast<uint64_t>(rank) << 20) ^
+                            static_cast<uint64_t>(b);
+    float* z = logits.data() + static_cast<int64_t>(b) * T * E;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      for (int e = 0; e < E; ++e) {
+        double value = o.logit_std * random_normal(o.seed, stream, static_cast<uint64_t>(t * E + e));
+        if (zipf) value -= o.zipf_s * std::log(e + 1.0);
+        z[t * E + e] = static_cast<float>(value);
+      }
+      const double u = random_uniform(o.seed, stream ^ 0xABCDEF, static_cast<uint64_t>(t));
+      int32_t id = static_cast<int32_t>(u * o.vocab);
+      if (zipf) id = static_cast<int32_t>(std::lower_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
+      ids[static_cast<size_t>(b) * T + t] = std::min(id, o.vocab - 1);
+    }
+  }
+}
+
+struct CellResult {
+  RoutingMetrics metrics;
+  int capacity = 0;
+  double route_s = 0.0, permute_s = 0.0, unpermute_s = 0.0, exchange_s = 0.0;  // per iteration, this rank
+  std::vector<double> bytes_to_peer;  // per iteration, this rank -> each rank
+  int64_t wrong = 0;                  // tokens that did not come back right (all ranks)
+};
+
+CellResult run_cell(const CapacityOptions& o, const RoutingConfig& config,
+                    const std::vector<float>& logits, const std::vector<int32_t>& ids,
+                    const std::vector<float>& x, MPI_Comm comm) {
+  const int T = o.tokens, E = config.num_experts;
+  int ranks = 1;
+  MOEBENCH_MPI_CHECK(MPI_Comm_size(comm, &ranks));
+  RoutingPlan plan;
+  plan.reserve(config, T);
+  Dispatcher dispatcher(comm, E, o.d_model, o.dispatch);
+  dispatcher.reserve(config, T);
+  std::vector<float> expert_rows(static_cast<size_t>(dispatcher.max_expert_rows()) * o.d_model);
+  std::vector<float> y(static_cast<size_t>(T) * o.d_model);
+  RoutingStats stats;
+  stats.reset(E);
+  const bool learned = has_learned_router(config.router);
+
+  double route_seconds = 0.0;
+  for (int it = 0; it < o.warmup_iters + o.iters; ++it) {
+    if (it == o.warmup_iters) {
+      dispatcher.reset_counters();
+      route_seconds = 0.0;
+    }
+    const int batch = it % o.logit_batches;
+    const float* z = logits.data() + static_cast<int64_t>(batch) * T * E;
+    const int32_t* token_ids = ids.data() + static_cast<int64_t>(batch) * T;
+    MOEBENCH_MPI_CHECK(MPI_Barrier(comm));
+    const double start = MPI_Wtime();
+    route(plan, learned ? z : nullptr, token_ids, nullptr, T, config);
+    route_seconds += MPI_Wtime() - start;
+    dispatcher.set_plan(plan);
+    dispatcher.dispatch(expert_rows.data(), x.data());
+    dispatcher.combine(y.data(), expert_rows.data());  // identity experts
+    if (it >= o.warmup_iters) routing_stats_add(stats, plan, learned ? z : nullptr, config);
+  }
+
+  CellResult result;
+  result.capacity = plan.capacity;
+  // Check outside the timed loop: token t must come back as (sum of its kept gates) * x_t.
+  int64_t wrong = 0;
+  for (int t = 0; t < T; ++t) {
+    float gate_sum = 0.0f;
+    for (int s = 0; s < plan.slots; ++s) {
+      const int64_t entry = static_cast<int64_t>(t) * plan.slots + s;
+      if (plan.kept[entry]) gate_sum += plan.gate[entry];
+    }
+    for (int i = 0; i < o.d_model; ++i) {
+      const float expected = gate_sum * x[static_cast<size_t>(t) * o.d_model + i];
+      if (std::abs(y[static_cast<size_t>(t) * o.d_model + i] - expected) > 1e-5f * (1.0f + std::abs(expected))) {
+        ++wrong;
+        break;
+      }
+    }
+  }
+  MOEBENCH_MPI_CHECK(MPI_Allreduce(&wrong, &result.wrong, 1, MPI_INT64_T, MPI_SUM, comm));
+
+  routing_stats_allreduce(stats, comm);
+  result.metrics = routing_metrics(stats);
+  const DispatchTimings& timings = dispatcher.timings();
+  const double iters = o.iters;
+  result.route_s = route_seconds / iters;
+  result.permute_s = timings.permute / iters;
+  result.unpermute_s = timings.unpermute / iters;
+  result.exchange_s = (timings.count_exchange + timings.exchange[kDispatchForward] +
+                       timings.exchange[kCombineForward]) / iters;
+  result.bytes_to_peer.assign(ranks, 0.0);
+  for (int p = 0; p < ranks; ++p) {
+    result.bytes_to_peer[p] = static_cast<double>(dispatcher.bytes_sent()[kDispatchForward][p] +
+                                                  dispatcher.bytes_sent()[kCombineForward][p]) / iters;
+  }
+  return result;
+}
+
+double reduce(double value, MPI_Op op, MPI_Comm comm) {
+  double result = 0.0;
+  MOEBENCH_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, op, comm));
+  return result;
+}
+
+}  // namespace
+
+int run_capacity_command(int argc, char** argv) {
+  MPI_Comm comm = MPI_COMM_WORLD;
+  int rank = 0, ranks = 1;
+  MOEBENCH_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MOEBENCH_MPI_CHECK(MPI_Comm_size(comm, &ranks));
+  const po::options_description options = capacity_options();
+  const cli::ParsedCommand parsed = cli::parse_command("capacity", argc, argv, options);
+  if (parsed.help) {
+    if (rank == 0) {
+      std::cout << "usage: mpirun -np P moebench capacity [options]\n\n"
+                   "Capacity microbenchmark: routes synthetic logits over a capacity-factor x\n"
+                   "experts x top-k grid, exchanges the kept rows between ranks and reports\n"
+                   "dropping, balance, routing time, pack/combine throughput and exchange cost.\n\n"
+                << options << "  --config FILE           INI file with the same option names\n";
+    }
+    return 0;
+  }
+  const CapacityOptions o = resolve(parsed.values, ranks);
+  omp_set_num_threads(o.threads);
+  openblas_set_num_threads(o.threads);
+  if (rank == 0) cli::print_config_table(std::cout, "capacity", parsed);
+
+  TraceWriter trace(o.out, comm, TraceRunInfo{"capacity", parsed.command_line, parsed.resolved},
+                    /*flush_every=*/1 << 30);
+  ResultTable table({{"experts", 7, 0}, {"top_k", 5, 0}, {"capacity_factor", 15, 2},
+                     {"capacity", 8, 0}, {"drop_rate", 9, 4}, {"token_drop_rate", 15, 4},
+                     {"load_cv", 7, 3}, {"max_load_ratio", 14, 2}, {"route_ms", 8, 3},
+                     {"route_Massign_per_s", 19, 1}, {"pack_Mtok_per_s", 15, 1},
+                     {"combine_Mtok_per_s", 18, 1}, {"exchange_ms", 11, 3},
+                     {"MB_per_rank", 11, 2}, {"wrong", 5, 0}});
+  std::string csv_error;
+  if (rank == 0) {
+    try {
+      table.open_csv(csv_path_beside(o.out));
+    } catch (const UsageError& error) {
+      csv_error = error.what();
+    }
+  }
+  cli::agree_or_throw(comm, csv_error.empty(), csv_error);
+
+  const std::string group = "/bench/capacity";
+  trace.set_attribute(group, "router", std::string(to_string(o.routing.router)));
+  trace.set_attribute(group, "dispatch", std::string(to_string(o.dispatch)));
+  trace.set_attribute(group, "distribution", o.distribution);
+  trace.set_attribute(group, "tokens_per_rank", static_cast<int64_t>(o.tokens));
+  trace.set_attribute(group, "d_model", static_cast<int64_t>(o.d_model));
+  trace.set_attribute(group, "iters", static_cast<int64_t>(o.iters));
+  const char* replicated_names[] = {"experts", "top_k", "capacity_factor", "capacity",
+                                    "drop_rate", "token_drop_rate", "load_cv", "max_load_ratio",
+                                    "unused_experts", "router_entropy", "gate_entropy",
+                                    "mean_topk_prob", "route_ms", "pack_tokens_per_s",
+                                    "combine_tokens_per_s", "exchange_ms", "bytes_per_rank_mean",
+                                    "bytes_per_rank_max", "wrong"};
+  std::map<std::string, TraceSeries> columns;
+  for (const char* name : replicated_names) {
+    columns[name] = trace.series(group + "/" + name, TraceType::float64, {}, TraceLayout::replicated);
+  }
+  TraceSeries rank_route = trace.series(group + "/route_ms_per_rank", TraceType::float64, {},
+                                        TraceLayout::per_rank, "ms", "routing-plan time per iteration");
+  TraceSeries rank_exchange = trace.series(group + "/exchange_ms_per_rank", TraceType::float64, {},
+                                           TraceLayout::per_rank, "ms",
+                                           "dispatch + combine exchange (ragged: incl. counts) per iteration");
+  TraceSeries rank_bytes = trace.series(group + "/bytes_sent", TraceType::float64, {ranks},
+                                        TraceLayout::per_rank, "bytes",
+                                        "token-row bytes this rank sent each rank per iteration, dispatch + combine");
+
+  std::vector<float> x(static_cast<size_t>(o.tokens) * o.d_model);
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = static_cast<float>(random_normal(o.seed, 0xC0FFEEULL + static_cast<uint64_t>(rank), i));
+  }
+  if (rank == 0) {
+    std::printf("\n# moebench capacity: router %s, dispatch %s, %s logits, %d tokens/rank, d=%d, %d ranks, %d thread(s)/rank\n",
+                to_string(o.routing.router), to_string(o.dispatch), o.distribution.c_str(),
+                o.tokens, o.d_model, ranks, o.threads);
+    std::printf("# times: route = mean over ranks; exchange = slowest rank; MB_per_rank = mean sent per rank (incl. self)\n");
+    table.print_header(stdout);
+  }
+
+  int64_t total_wrong = 0;
+  std::vector<float> logits;
+  std::vector<int32_t> ids;
+  for (int E : o.experts) {
+    make_inputs(logits, ids, o, E, rank);
+    for (int k : o.top_ks) {
+      for (double cf : o.capacity_factors) {
+        RoutingConfig config = o.routing;
+        config.num_experts = E;
+        config.top_k = k;
+        config.capacity_factor = cf;
+        const CellResult cell = run_cell(o, config, logits, ids, x, comm);
+        total_wrong += cell.wrong;
+
+        const double route_ms = 1e3 * reduce(cell.route_s, MPI_SUM, comm) / ranks;
+        const double exchange_ms = 1e3 * reduce(cell.exchange_s, MPI_MAX, comm);
+        const double pack_s = reduce(cell.permute_s, MPI_MAX, comm);
+        const double combine_s = reduce(cell.unpermute_s, MPI_MAX, comm);
+        double sent = 0.0;
+        for (double b : cell.bytes_to_peer) sent += b;
+        const double bytes_mean = reduce(sent, MPI_SUM, comm) / ranks;
+        const double bytes_max = reduce(sent, MPI_MAX, comm);
+        const RoutingMetrics& m = cell.metrics;
+        const double assignments = static_cast<double>(o.tokens) * k;
+        const std::map<std::string, double> values = {
+            {"experts", E}, {"top_k", k}, {"capacity_factor", cf}, {"capacity", cell.capacity},
+            {"drop_rate", m.drop_rate}, {"token_drop_rate", m.token_drop_rate},
+            {"load_cv", m.load_cv}, {"max_load_ratio", m.max_load_ratio},
+            {"unused_experts", m.unused_experts}, {"router_entropy", m.router_entropy},
+            {"gate_entropy", m.gate_entropy}, {"mean_topk_prob", m.mean_topk_prob},
+            {"route_ms", route_ms}, {"pack_tokens_per_s", o.tokens / pack_s},
+            {"combine_tokens_per_s", o.tokens / combine_s}, {"exchange_ms", exchange_ms},
+            {"bytes_per_rank_mean", bytes_mean}, {"bytes_per_rank_max", bytes_max},
+            {"wrong", static_cast<double>(cell.wrong)}};
+        for (const char* name : replicated_names) {
+          const double value = values.at(name);
+          columns[name].append(&value);
+        }
+        const double my_route_ms = 1e3 * cell.route_s, my_exchange_ms = 1e3 * cell.exchange_s;
+        rank_route.append(&my_route_ms);
+        rank_exchange.append(&my_exchange_ms);
+        rank_bytes.append(cell.bytes_to_peer.data());
+        trace.flush();
+        if (rank == 0) {
+          table.add_row(stdout, {static_cast<double>(E), static_cast<double>(k), cf,
+                                 static_cast<double>(cell.capacity), m.drop_rate, m.token_drop_rate,
+                                 m.load_cv, m.max_load_ratio, route_ms,
+                                 assignments / (route_ms * 1e-3) / 1e6, o.tokens / pack_s / 1e6,
+                                 o.tokens / combine_s / 1e6, exchange_ms, bytes_mean / 1e6,
+                                 static_cast<double>(cell.wrong)});
+        }
+      }
+    }
+  }
+  trace.set_attribute(group, "complete", static_cast<int64_t>(1));
+  trace.close();
+  if (rank == 0) {
+    table.close_csv();
+    std::printf("# wrote %s and %s\n", o.out.c_str(), csv_path_beside(o.out).c_str());
+    std::printf("# Wrong tokens: %lld  %s\n", static_cast<long long>(total_wrong),
+                total_wrong == 0 ? "OK" : "FAILED");
+  }
+  return total_wrong == 0 ? 0 : 1;
+}
+
+}  // namespace moebench
