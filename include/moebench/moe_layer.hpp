@@ -83,6 +83,7 @@ class MoELayer {
   std::vector<float> router_params_, router_grads_;  // [router_param_count]
   std::vector<float> expert_params_, expert_grads_;  // [expert_param_count]
   std::vector<float> selection_bias_;                // [E]
+  std::vector<int64_t> global_demand_;               // [E] scratch for the bias update
   const float* input_ = nullptr;                     // x of the last forward (caller-owned)
 
   std::vector<float> logits_;        // [T, E]

@@ -93,6 +93,7 @@ struct RoutingPlan {
   // Scratch owned by the plan so that route() does not allocate.
   std::vector<int32_t> order_scratch;   // [T]
   std::vector<uint8_t> chosen_scratch;  // [T, E] (expert_choice)
+  std::vector<float> column_scratch;    // [E, T] (expert_choice: p by expert)
   int max_tokens_ = 0;
 };
 

@@ -63,6 +63,7 @@ MoELayer::MoELayer(const MoELayerConfig& config, MPI_Comm comm, int max_tokens)
   expert_params_init(expert_params_view(expert_params_.data(), expert_shape_), expert_shape_,
                      config.seed, comm_rank(comm) * expert_shape_.num_experts);
   selection_bias_.assign(E, 0.0f);
+  global_demand_.assign(E, 0);
 
   const int64_t T = max_tokens, d = config.d_model, h = config.d_hidden;
   const int64_t N = dispatcher_.max_expert_rows();
@@ -134,11 +135,10 @@ void MoELayer::backward(float* dx, const float* dy) {
 
 void MoELayer::update_balance_bias(MPI_Comm comm) {
   if (config_.routing.balance != BalanceKind::bias) return;
-  std::vector<int64_t>& demand = plan_.demand;
-  std::vector<int64_t> global(demand.size());
-  MOEBENCH_MPI_CHECK(MPI_Allreduce(demand.data(), global.data(), static_cast<int>(demand.size()),
-                                   MPI_INT64_T, MPI_SUM, comm));
-  update_selection_bias(selection_bias_.data(), global.data(), config_.routing);
+  MOEBENCH_MPI_CHECK(MPI_Allreduce(plan_.demand.data(), global_demand_.data(),
+                                   static_cast<int>(global_demand_.size()), MPI_INT64_T, MPI_SUM,
+                                   comm));
+  update_selection_bias(selection_bias_.data(), global_demand_.data(), config_.routing);
 }
 
 void MoELayer::reset_counters() {

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "moebench/check.hpp"
+#include "moebench/fast_exp.hpp"
 
 namespace moebench {
 
@@ -60,24 +61,26 @@ void routing_stats_add(RoutingStats& stats, const RoutingPlan& plan, const float
       gate_entropy += h;
     }
     if (logits != nullptr && has_learned_router(config.router)) {
+      // Softmax of the row via fast_exp into a per-thread scratch row (allocated once).
+      thread_local std::vector<float> weights;
+      weights.resize(E);
       const float* z = logits + static_cast<int64_t>(t) * E;
-      double max_z = z[0];
-      for (int e = 1; e < E; ++e) max_z = std::max(max_z, static_cast<double>(z[e]));
+      float max_z = z[0];
+      for (int e = 1; e < E; ++e) max_z = z[e] > max_z ? z[e] : max_z;
+      fast_exp_shifted(weights.data(), z, max_z, E);
       double sum = 0.0, weighted = 0.0;
       for (int e = 0; e < E; ++e) {
-        const double x = z[e] - max_z;
-        const double w = std::exp(x);
-        sum += w;
-        weighted += w * x;
+        sum += weights[e];
+        weighted += static_cast<double>(weights[e]) * (z[e] - max_z);
       }
       // H(p) = log sum - sum_e p_e x_e with x = z - max z
       router_entropy += std::log(sum) - weighted / sum;
       double mass = 0.0;
       for (int s = 0; s < slots; ++s) {
         const int e = plan.expert[base + s];
-        if (e >= 0 && (token_choice || plan.kept[base + s])) mass += std::exp(z[e] - max_z) / sum;
+        if (e >= 0 && (token_choice || plan.kept[base + s])) mass += weights[e];
       }
-      topk_prob += mass;
+      topk_prob += mass / sum;
     }
   }
   stats.tokens_without_slot += without_slot;

@@ -2,19 +2,25 @@
 #include "moebench/routing.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
+#include <cstring>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 #include <limits>
 #include <numeric>
 #include <sstream>
 
 #include "moebench/check.hpp"
+#include "moebench/fast_exp.hpp"
 
 namespace moebench {
 
 namespace {
 
-// Row-wise softmax of z [T, E] into probs, with logsumexp [T]. Accumulates in double so
-// the probabilities of a row sum to 1 within fp32 rounding whatever E is.
+// Row-wise softmax of z [T, E] into probs, with logsumexp [T]. The exponentials are
+// fast_exp (vectorised); the normaliser is summed in double.
 void softmax_rows(float* probs, float* logsumexp, const float* logits, int num_tokens,
                   int num_experts) {
 #pragma omp parallel for schedule(static)
@@ -22,30 +28,60 @@ void softmax_rows(float* probs, float* logsumexp, const float* logits, int num_t
     const float* z = logits + static_cast<int64_t>(t) * num_experts;
     float* p = probs + static_cast<int64_t>(t) * num_experts;
     float max_z = z[0];
-    for (int e = 1; e < num_experts; ++e) max_z = std::max(max_z, z[e]);
+    for (int e = 1; e < num_experts; ++e) max_z = z[e] > max_z ? z[e] : max_z;
     double sum = 0.0;
-    for (int e = 0; e < num_experts; ++e) {
-      p[e] = std::exp(z[e] - max_z);
-      sum += p[e];
-    }
+    fast_exp_shifted(p, z, max_z, num_experts);
+    for (int e = 0; e < num_experts; ++e) sum += p[e];
     const float inv = static_cast<float>(1.0 / sum);
     for (int e = 0; e < num_experts; ++e) p[e] *= inv;
     logsumexp[t] = max_z + static_cast<float>(std::log(sum));
   }
 }
 
+// Bit b set where lanes[b] >= tau, for 16 lanes.
+using Lanes16 = Floats16;
+inline uint32_t candidate_mask(const Lanes16& lanes, float tau) {
+#if defined(__AVX512F__)
+  __m512 v;
+  std::memcpy(&v, &lanes, sizeof(v));
+  return _mm512_cmp_ps_mask(v, _mm512_set1_ps(tau), _CMP_GE_OQ);
+#elif defined(__AVX__)
+  __m256 lo, hi;
+  std::memcpy(&lo, &lanes, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&lanes) + sizeof(lo), sizeof(hi));
+  const __m256 t = _mm256_set1_ps(tau);
+  return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(lo, t, _CMP_GE_OQ))) |
+         (static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(hi, t, _CMP_GE_OQ))) << 8);
+#else
+  uint32_t mask = 0;
+  for (int b = 0; b < 16; ++b) mask |= static_cast<uint32_t>(lanes[b] >= tau) << b;
+  return mask;
+#endif
+}
+
 // Top-k of scores[0..n) (+ bias when given): indices in descending score order, ties to the
-// lower index. Most entries lose against the current k-th best, so blocks of 16 are first
-// tested against that threshold with a branch-free (vectorisable) pass.
+// lower index. Scores must be finite.
+//
+// Fast path (n >= 4 * kLanes, k <= kLanes / 2): split the row into kLanes strided blocks
+// (block b = {i : i mod kLanes = b}) and take each block's maximum with a vectorisable pass.
+// The k-th largest block maximum tau is a lower bound on the k-th largest score (the k best
+// blocks hold k distinct scores >= tau), so only scores >= tau, which live in blocks whose
+// maximum is >= tau, can be selected: those few blocks are scanned and their candidates
+// inserted in (score desc, index asc) order. Otherwise: one insertion pass over the row.
 template <bool kHasBias>
 void select_topk(int* best_index, const float* scores, const float* bias, int n, int k) {
+  constexpr int kLanes = 16;
   float best_value[64];
   int filled = 0;
-  float threshold = -std::numeric_limits<float>::infinity();
+  // Inserts (value, index) if it beats the current k-th entry; order: value desc, index asc.
   auto insert = [&](float value, int index) {
+    if (filled == k && !(value > best_value[k - 1] ||
+                         (value == best_value[k - 1] && index < best_index[k - 1]))) {
+      return;
+    }
     int p = filled < k ? filled : k - 1;
-    if (filled == k && !(value > best_value[k - 1])) return;
-    while (p > 0 && best_value[p - 1] < value) {
+    while (p > 0 && (best_value[p - 1] < value ||
+                     (best_value[p - 1] == value && best_index[p - 1] > index))) {
       best_value[p] = best_value[p - 1];
       best_index[p] = best_index[p - 1];
       --p;
@@ -53,19 +89,65 @@ void select_topk(int* best_index, const float* scores, const float* bias, int n,
     best_value[p] = value;
     best_index[p] = index;
     if (filled < k) ++filled;
-    if (filled == k) threshold = best_value[k - 1];
   };
   auto score = [&](int i) { return kHasBias ? scores[i] + bias[i] : scores[i]; };
-  int i = 0;
-  for (; i < n && filled < k; ++i) insert(score(i), i);
-  constexpr int kBlock = 16;
-  for (; i + kBlock <= n; i += kBlock) {
-    int any = 0;
-    for (int j = 0; j < kBlock; ++j) any |= static_cast<int>(score(i + j) > threshold);
-    if (!any) continue;
-    for (int j = 0; j < kBlock; ++j) insert(score(i + j), i + j);
+
+  if (n < 4 * kLanes || k > kLanes / 2) {
+    for (int i = 0; i < n; ++i) insert(score(i), i);
+    return;
   }
-  for (; i < n; ++i) insert(score(i), i);
+  // Block maxima, kLanes at a time (GCC/Clang vector extension: one AVX-512 register, or
+  // two AVX2 / four SSE registers).
+  static_assert(kLanes == 16, "candidate_mask handles 16 lanes");
+  using Lanes = Lanes16;
+  auto load = [&](int i) {
+    Lanes v;
+    std::memcpy(&v, scores + i, sizeof(Lanes));
+    if constexpr (kHasBias) {
+      Lanes b;
+      std::memcpy(&b, bias + i, sizeof(Lanes));
+      v += b;
+    }
+    return v;
+  };
+  Lanes lane_max = load(0);
+  const int full = n / kLanes * kLanes;
+  for (int row = kLanes; row < full; row += kLanes) {
+    const Lanes v = load(row);
+    lane_max = v > lane_max ? v : lane_max;
+  }
+  float block_max[kLanes];
+  std::memcpy(block_max, &lane_max, sizeof(Lanes));
+  for (int i = full; i < n; ++i) {
+    block_max[i - full] = std::max(block_max[i - full], score(i));
+  }
+  // tau = k-th largest block maximum (a k-entry insertion list over the kLanes maxima).
+  float largest[kLanes / 2];
+  int count = 0;
+  for (int b = 0; b < kLanes; ++b) {
+    const float value = block_max[b];
+    if (count == k && !(value > largest[k - 1])) continue;
+    int p = count < k ? count++ : k - 1;
+    while (p > 0 && largest[p - 1] < value) {
+      largest[p] = largest[p - 1];
+      --p;
+    }
+    largest[p] = value;
+  }
+  const float tau = largest[k - 1];
+  // Candidates: scores >= tau, found a row of kLanes at a time, inserted in index order.
+  for (int row = 0; row < full; row += kLanes) {
+    const Lanes v = load(row);
+    uint32_t hits = candidate_mask(v, tau);
+    while (hits != 0) {
+      const int b = __builtin_ctz(hits);
+      hits &= hits - 1;
+      insert(v[b], row + b);
+    }
+  }
+  for (int i = full; i < n; ++i) {
+    if (score(i) >= tau) insert(score(i), i);
+  }
 }
 
 bool needs_probabilities(const RoutingConfig& config) {
@@ -182,16 +264,45 @@ void route_expert_choice(RoutingPlan& plan, const float* logits) {
   const int take = std::min(plan.capacity, T);
   uint8_t* chosen = plan.chosen_scratch.data();  // [T, E]
   std::fill(chosen, chosen + static_cast<int64_t>(T) * E, uint8_t{0});
-  int* order = plan.order_scratch.data();
   const float* probs = plan.probs.data();
+  // Columns of p, contiguous per expert: [E, T].
+  float* columns = plan.column_scratch.data();
+  constexpr int kTile = 32;  // tiled transpose: both sides stay in cache
+  for (int t0 = 0; t0 < T; t0 += kTile) {
+    for (int e0 = 0; e0 < E; e0 += kTile) {
+      const int t1 = std::min(t0 + kTile, T), e1 = std::min(e0 + kTile, E);
+      for (int e = e0; e < e1; ++e) {
+        for (int t = t0; t < t1; ++t) {
+          columns[static_cast<int64_t>(e) * T + t] = probs[static_cast<int64_t>(t) * E + e];
+        }
+      }
+    }
+  }
+#pragma omp parallel for schedule(static)
   for (int e = 0; e < E; ++e) {
-    std::iota(order, order + T, 0);
-    std::partial_sort(order, order + take, order + T, [&](int a, int b) {
-      const float pa = probs[static_cast<int64_t>(a) * E + e];
-      const float pb = probs[static_cast<int64_t>(b) * E + e];
-      return pa > pb || (pa == pb && a < b);
-    });
-    for (int i = 0; i < take; ++i) chosen[static_cast<int64_t>(order[i]) * E + e] = 1;
+    // The take-th largest probability v: tokens above v are all taken, tokens equal to v in
+    // token order until the expert is full (ties go to the lower token).
+    const float* column = columns + static_cast<int64_t>(e) * T;
+    // A min-heap of the `take` largest values seen; most values lose against its top.
+    thread_local std::vector<float> heap;
+    heap.assign(column, column + take);
+    std::make_heap(heap.begin(), heap.end(), std::greater<float>());
+    for (int t = take; t < T; ++t) {
+      if (column[t] > heap.front()) {
+        std::pop_heap(heap.begin(), heap.end(), std::greater<float>());
+        heap.back() = column[t];
+        std::push_heap(heap.begin(), heap.end(), std::greater<float>());
+      }
+    }
+    const float v = heap.front();
+    int above = 0;
+    for (int t = 0; t < T; ++t) above += column[t] > v;
+    int ties_left = take - above;
+    for (int t = 0; t < T; ++t) {
+      if (column[t] > v || (column[t] == v && ties_left-- > 0)) {
+        chosen[static_cast<int64_t>(t) * E + e] = 1;
+      }
+    }
     plan.demand[e] = take;
     plan.load[e] = 0;
   }
@@ -369,6 +480,7 @@ void RoutingPlan::reserve(const RoutingConfig& config, int max_tokens) {
   order_scratch.assign(max_tokens, 0);
   if (config.router == RouterKind::expert_choice) {
     chosen_scratch.assign(static_cast<int64_t>(max_tokens) * num_experts, 0);
+    column_scratch.assign(static_cast<int64_t>(max_tokens) * num_experts, 0.0f);
   }
   max_tokens_ = max_tokens;
 }

@@ -152,3 +152,32 @@ INSTANTIATE_TEST_SUITE_P(AllRouters, LayerGradient, ::testing::ValuesIn(all_case
 
 }  // namespace
 }  // namespace moebench
+
+namespace moebench {
+namespace {
+
+// balance = bias: after a step the bias rises for experts demanded less than the mean and
+// falls for those demanded more, by exactly gamma.
+TEST(LayerBalanceBias, MovesTowardsUnderloadedExperts) {
+  MoELayerConfig config;
+  config.routing.router = RouterKind::topk_hard;
+  config.routing.num_experts = 4;
+  config.routing.top_k = 1;
+  config.routing.balance = BalanceKind::bias;
+  config.routing.bias_update_rate = 0.5f;
+  config.d_model = 3;
+  config.d_hidden = 4;
+  MoELayer layer(config, MPI_COMM_SELF, 8);
+  std::vector<float> x(8 * 3), y(8 * 3);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(random_normal(3, 3, i));
+  layer.forward(y.data(), x.data(), nullptr, 8);
+  const std::vector<int64_t> demand = layer.plan().demand;
+  layer.update_balance_bias(MPI_COMM_SELF);
+  for (int e = 0; e < 4; ++e) {
+    const float expected = demand[e] > 2 ? -0.5f : (demand[e] < 2 ? 0.5f : 0.0f);  // mean 8/4
+    EXPECT_EQ(layer.selection_bias()[e], expected) << "expert " << e << " demand " << demand[e];
+  }
+}
+
+}  // namespace
+}  // namespace moebench

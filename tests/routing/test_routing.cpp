@@ -2,11 +2,14 @@
 // gates, metrics and validation. Every expected value below is derived in the comment beside it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "moebench/check.hpp"
 #include "moebench/metrics.hpp"
+#include "moebench/random.hpp"
 #include "moebench/routing.hpp"
 
 namespace moebench {
@@ -157,6 +160,38 @@ TEST(TopkHard, TiesGoToTheLowerExpert) {
   const RoutingPlan plan = route_plan(config, {1, 1, 1, 1}, 1);
   EXPECT_EQ(plan.expert[0], 0);
   EXPECT_EQ(plan.expert[1], 1);
+}
+
+// The vectorised selection (block maxima, candidate masks) against a plain stable sort, on
+// rows full of ties (logits rounded to quarters) and sizes that exercise the tail handling.
+TEST(TopkHard, SelectionMatchesSortReferenceWithTies) {
+  for (int E : {3, 16, 64, 70, 100, 256}) {
+    for (int k : {1, 2, 4, 8}) {
+      if (k > E) continue;
+      for (bool with_bias : {false, true}) {
+        auto config = make_config(RouterKind::topk_hard, E, k, 0.0);
+        if (with_bias) config.balance = BalanceKind::bias;
+        const int T = 40;
+        std::vector<float> z(static_cast<size_t>(T) * E), bias(E);
+        for (size_t i = 0; i < z.size(); ++i) {
+          z[i] = std::round(static_cast<float>(random_normal(11, E * 100 + k, i)) * 4.0f) / 4.0f;
+        }
+        for (int e = 0; e < E; ++e) bias[e] = with_bias ? 0.25f * static_cast<float>(e % 3) : 0.0f;
+        const RoutingPlan plan = route_plan(config, z, T, nullptr, with_bias ? bias.data() : nullptr);
+        for (int t = 0; t < T; ++t) {
+          std::vector<int> order(E);
+          std::iota(order.begin(), order.end(), 0);
+          std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+            return z[t * E + a] + bias[a] > z[t * E + b] + bias[b];
+          });
+          for (int j = 0; j < k; ++j) {
+            ASSERT_EQ(plan.expert[t * k + j], order[j])
+                << "E=" << E << " k=" << k << " bias=" << with_bias << " token " << t << " choice " << j;
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(TopkHard, SelectionBiasChangesSelectionNotGates) {

@@ -1,0 +1,40 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "moebench/fast_exp.hpp"
+
+namespace moebench {
+namespace {
+
+TEST(FastExp, RelativeErrorBelowTwoUlpOverTheRange) {
+  double worst = 0.0;
+  for (double x = -87.0; x <= 88.0; x += 0.001237) {
+    const double exact = std::exp(static_cast<double>(static_cast<float>(x)));
+    const double error = std::abs(fast_exp(static_cast<float>(x)) - exact) / exact;
+    worst = std::max(worst, error);
+  }
+  EXPECT_LT(worst, 2e-7) << "worst relative error " << worst;
+  EXPECT_EQ(fast_exp(0.0f), 1.0f);
+}
+
+TEST(FastExp, VectorLanesEqualScalar) {
+  std::vector<float> in(37), out(37);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = -40.0f + 2.3f * static_cast<float>(i);
+  fast_exp_shifted(out.data(), in.data(), 1.5f, static_cast<int>(in.size()));
+  // Lanes and the scalar tail may differ by an ulp (FMA contraction differs between them).
+  for (size_t i = 0; i < in.size(); ++i) {
+    const float scalar = fast_exp(in[i] - 1.5f);
+    EXPECT_NEAR(out[i], scalar, 2e-7f * scalar) << i;
+  }
+}
+
+TEST(FastExp, ClampsOutsideTheRange) {
+  EXPECT_GT(fast_exp(-1000.0f), 0.0f);
+  EXPECT_LT(fast_exp(-1000.0f), 1e-37f);
+  EXPECT_TRUE(std::isfinite(fast_exp(1000.0f)));
+}
+
+}  // namespace
+}  // namespace moebench
