@@ -63,4 +63,37 @@ inline void fast_exp_shifted(float* out, const float* in, float shift, int n) {
   for (; i < n; ++i) out[i] = fast_exp(in[i] - shift);
 }
 
+// max of x[0..n), n >= 1, 16 lanes at a time (a scalar max chain does not vectorise).
+inline float row_max(const float* x, int n) {
+  float best = x[0];
+  int i = 0;
+  if (n >= 16) {
+    Floats16 lanes;
+    __builtin_memcpy(&lanes, x, sizeof(lanes));
+    for (i = 16; i + 16 <= n; i += 16) {
+      Floats16 v;
+      __builtin_memcpy(&v, x + i, sizeof(v));
+      lanes = v > lanes ? v : lanes;
+    }
+    for (int b = 0; b < 16; ++b) best = lanes[b] > best ? lanes[b] : best;
+  }
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  return best;
+}
+
+// sum of x[0..n) in 16 float partial sums (independent chains), combined in double.
+inline double row_sum(const float* x, int n) {
+  Floats16 lanes = {};
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    Floats16 v;
+    __builtin_memcpy(&v, x + i, sizeof(v));
+    lanes += v;
+  }
+  double sum = 0.0;
+  for (int b = 0; b < 16; ++b) sum += lanes[b];
+  for (; i < n; ++i) sum += x[i];
+  return sum;
+}
+
 }  // namespace moebench

@@ -65,14 +65,13 @@ void routing_stats_add(RoutingStats& stats, const RoutingPlan& plan, const float
       thread_local std::vector<float> weights;
       weights.resize(E);
       const float* z = logits + static_cast<int64_t>(t) * E;
-      float max_z = z[0];
-      for (int e = 1; e < E; ++e) max_z = z[e] > max_z ? z[e] : max_z;
+      const float max_z = row_max(z, E);
       fast_exp_shifted(weights.data(), z, max_z, E);
-      double sum = 0.0, weighted = 0.0;
-      for (int e = 0; e < E; ++e) {
-        sum += weights[e];
-        weighted += static_cast<double>(weights[e]) * (z[e] - max_z);
-      }
+      const double sum = row_sum(weights.data(), E);
+      float weighted_lanes = 0.0f;  // sum_e w_e (z_e - max z); vectorises as a float reduction
+#pragma omp simd reduction(+ : weighted_lanes)
+      for (int e = 0; e < E; ++e) weighted_lanes += weights[e] * (z[e] - max_z);
+      const double weighted = weighted_lanes;
       // H(p) = log sum - sum_e p_e x_e with x = z - max z
       router_entropy += std::log(sum) - weighted / sum;
       double mass = 0.0;

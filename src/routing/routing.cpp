@@ -27,11 +27,9 @@ void softmax_rows(float* probs, float* logsumexp, const float* logits, int num_t
   for (int t = 0; t < num_tokens; ++t) {
     const float* z = logits + static_cast<int64_t>(t) * num_experts;
     float* p = probs + static_cast<int64_t>(t) * num_experts;
-    float max_z = z[0];
-    for (int e = 1; e < num_experts; ++e) max_z = z[e] > max_z ? z[e] : max_z;
-    double sum = 0.0;
+    const float max_z = row_max(z, num_experts);
     fast_exp_shifted(p, z, max_z, num_experts);
-    for (int e = 0; e < num_experts; ++e) sum += p[e];
+    const double sum = row_sum(p, num_experts);
     const float inv = static_cast<float>(1.0 / sum);
     for (int e = 0; e < num_experts; ++e) p[e] *= inv;
     logsumexp[t] = max_z + static_cast<float>(std::log(sum));
@@ -118,23 +116,19 @@ void select_topk(int* best_index, const float* scores, const float* bias, int n,
   }
   float block_max[kLanes];
   std::memcpy(block_max, &lane_max, sizeof(Lanes));
-  for (int i = full; i < n; ++i) {
-    block_max[i - full] = std::max(block_max[i - full], score(i));
+  if (full < n) {  // fold the tail into the first lanes
+    for (int i = full; i < n; ++i) block_max[i - full] = std::max(block_max[i - full], score(i));
+    std::memcpy(&lane_max, block_max, sizeof(Lanes));
   }
-  // tau = k-th largest block maximum (a k-entry insertion list over the kLanes maxima).
-  float largest[kLanes / 2];
-  int count = 0;
+  // tau = k-th largest block maximum = the largest block maximum m_b with at least k maxima
+  // >= m_b. Branch-free: 16 mask compares and popcounts (a data-dependent insertion list
+  // here cost more than the whole scan, in branch mispredictions).
+  float tau = -std::numeric_limits<float>::infinity();
   for (int b = 0; b < kLanes; ++b) {
-    const float value = block_max[b];
-    if (count == k && !(value > largest[k - 1])) continue;
-    int p = count < k ? count++ : k - 1;
-    while (p > 0 && largest[p - 1] < value) {
-      largest[p] = largest[p - 1];
-      --p;
-    }
-    largest[p] = value;
+    const float m = block_max[b];
+    const int at_least = __builtin_popcount(candidate_mask(lane_max, m));
+    tau = at_least >= k && m > tau ? m : tau;
   }
-  const float tau = largest[k - 1];
   // Candidates: scores >= tau, found a row of kLanes at a time, inserted in index order.
   for (int row = 0; row < full; row += kLanes) {
     const Lanes v = load(row);

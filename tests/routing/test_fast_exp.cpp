@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <vector>
 
 #include "moebench/fast_exp.hpp"
@@ -34,6 +35,27 @@ TEST(FastExp, ClampsOutsideTheRange) {
   EXPECT_GT(fast_exp(-1000.0f), 0.0f);
   EXPECT_LT(fast_exp(-1000.0f), 1e-37f);
   EXPECT_TRUE(std::isfinite(fast_exp(1000.0f)));
+}
+
+}  // namespace
+}  // namespace moebench
+
+namespace moebench {
+namespace {
+
+TEST(RowReductions, MaxAndSumMatchPlainLoops) {
+  for (int n : {1, 5, 16, 17, 40, 256, 259}) {
+    std::vector<float> x(n);
+    for (int i = 0; i < n; ++i) x[i] = std::sin(1.7f * static_cast<float>(i)) * 3.0f + 0.01f * static_cast<float>(i);
+    float best = x[0];
+    double sum = 0.0;
+    for (float v : x) {
+      best = std::max(best, v);
+      sum += v;
+    }
+    EXPECT_EQ(row_max(x.data(), n), best) << n;
+    EXPECT_NEAR(row_sum(x.data(), n), sum, 1e-5 * (1.0 + std::abs(sum))) << n;
+  }
 }
 
 }  // namespace
