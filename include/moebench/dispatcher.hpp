@@ -85,6 +85,11 @@ class Dispatcher {
  private:
   // Sends send_[send layout] along the forward (sources -> experts) or reverse direction.
   void exchange(bool forward, const float* send, float* recv, int phase);
+  // send_buffer_ (send layout) -> exchange to the experts -> expert_major [N, d].
+  void deliver_to_experts(float* expert_major, int phase);
+  // expert_major [N, d] -> exchange back to the sources -> landing (send layout).
+  void return_to_sources(float* landing, const float* expert_major, int phase);
+  void zero_padding_rows();  // padded: the rows of each expert block past its load
   void source_to_expert_major(float* dst, const float* src) const;
   void expert_to_source_major(float* dst, const float* src) const;
   int64_t send_row(int64_t entry) const;  // row of plan entry in the send layout

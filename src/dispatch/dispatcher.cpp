@@ -197,18 +197,36 @@ void Dispatcher::expert_to_source_major(float* dst, const float* src) const {
   }
 }
 
+void Dispatcher::zero_padding_rows() {
+  if (mode_ != DispatchMode::padded) return;
+  const int64_t d = d_model_;
+  for (int e = 0; e < num_experts_; ++e) {
+    float* first = send_buffer_.data() + (send_expert_offset_[e] + plan_->load[e]) * d;
+    std::fill(first, send_buffer_.data() + send_expert_offset_[e + 1] * d, 0.0f);
+  }
+}
+
+void Dispatcher::deliver_to_experts(float* expert_major, int phase) {
+  exchange(true, send_buffer_.data(), recv_buffer_.data(), phase);
+  ScopedTimer timer(timings_.permute);
+  source_to_expert_major(expert_major, recv_buffer_.data());
+}
+
+void Dispatcher::return_to_sources(float* landing, const float* expert_major, int phase) {
+  {
+    ScopedTimer timer(timings_.permute);
+    expert_to_source_major(recv_buffer_.data(), expert_major);
+  }
+  exchange(false, recv_buffer_.data(), landing, phase);
+}
+
 void Dispatcher::dispatch(float* expert_in, const float* x) {
   const RoutingPlan& plan = *plan_;
   const int T = plan.num_tokens, slots = plan.slots;
   const int64_t d = d_model_;
   {
     ScopedTimer timer(timings_.permute);
-    if (mode_ == DispatchMode::padded) {  // zero the padding rows of every expert block
-      for (int e = 0; e < num_experts_; ++e) {
-        float* first = send_buffer_.data() + (send_expert_offset_[e] + plan.load[e]) * d;
-        std::fill(first, send_buffer_.data() + send_expert_offset_[e + 1] * d, 0.0f);
-      }
-    }
+    zero_padding_rows();
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; ++t) {
       for (int s = 0; s < slots; ++s) {
@@ -218,20 +236,14 @@ void Dispatcher::dispatch(float* expert_in, const float* x) {
       }
     }
   }
-  exchange(true, send_buffer_.data(), recv_buffer_.data(), kDispatchForward);
-  ScopedTimer timer(timings_.permute);
-  source_to_expert_major(expert_in, recv_buffer_.data());
+  deliver_to_experts(expert_in, kDispatchForward);
 }
 
 void Dispatcher::combine(float* y, const float* expert_out) {
   const RoutingPlan& plan = *plan_;
   const int T = plan.num_tokens, slots = plan.slots;
   const int64_t d = d_model_;
-  {
-    ScopedTimer timer(timings_.permute);
-    expert_to_source_major(recv_buffer_.data(), expert_out);
-  }
-  exchange(false, recv_buffer_.data(), returned_rows_.data(), kCombineForward);
+  return_to_sources(returned_rows_.data(), expert_out, kCombineForward);
   ScopedTimer timer(timings_.unpermute);
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < T; ++t) {
@@ -253,12 +265,7 @@ void Dispatcher::combine_backward(float* d_expert_out, float* d_gate, const floa
   const int64_t d = d_model_;
   {
     ScopedTimer timer(timings_.unpermute);
-    if (mode_ == DispatchMode::padded) {
-      for (int e = 0; e < num_experts_; ++e) {
-        float* first = send_buffer_.data() + (send_expert_offset_[e] + plan.load[e]) * d;
-        std::fill(first, send_buffer_.data() + send_expert_offset_[e + 1] * d, 0.0f);
-      }
-    }
+    zero_padding_rows();
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; ++t) {
       const float* grad = dy + t * d;
@@ -281,20 +288,14 @@ void Dispatcher::combine_backward(float* d_expert_out, float* d_gate, const floa
       }
     }
   }
-  exchange(true, send_buffer_.data(), recv_buffer_.data(), kCombineBackward);
-  ScopedTimer timer(timings_.permute);
-  source_to_expert_major(d_expert_out, recv_buffer_.data());
+  deliver_to_experts(d_expert_out, kCombineBackward);
 }
 
 void Dispatcher::dispatch_backward(float* dx, const float* d_expert_in) {
   const RoutingPlan& plan = *plan_;
   const int T = plan.num_tokens, slots = plan.slots;
   const int64_t d = d_model_;
-  {
-    ScopedTimer timer(timings_.permute);
-    expert_to_source_major(recv_buffer_.data(), d_expert_in);
-  }
-  exchange(false, recv_buffer_.data(), send_buffer_.data(), kDispatchBackward);
+  return_to_sources(send_buffer_.data(), d_expert_in, kDispatchBackward);
   ScopedTimer timer(timings_.unpermute);
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < T; ++t) {
