@@ -9,5 +9,5 @@ bash launch/build.sh
 mkdir -p out/quickstart
 exec launch/mpirun.sh -np "${NP:-4}" build/moebench capacity \
   --experts 64,128 --top-k 1,2 --capacity-factor 1.0,1.25,1.5 \
-  --tokens 2048 --d-model 128 --iters 50 \
+  --tokens 2048 --d-model 128 --iters 200 \
   --out out/quickstart/capacity.h5 "$@"

@@ -21,8 +21,8 @@ class ResultTable {
   ResultTable(const ResultTable&) = delete;
   ResultTable& operator=(const ResultTable&) = delete;
 
-  // Opens `path` for the CSV copy (truncates) and writes its header. Throws UsageError naming
-  // the path when it cannot be written.
+  // Opens `path`.partial for the CSV copy (truncates) and writes its header; close_csv()
+  // renames it to `path`. Throws UsageError naming the path when it cannot be written.
   void open_csv(const std::string& path);
   void print_header(std::FILE* out) const;
   // One value per column; NaN prints as "-" in the table and as an empty CSV field.

@@ -16,9 +16,12 @@ ResultTable::~ResultTable() {
 }
 
 void ResultTable::open_csv(const std::string& path) {
-  csv_ = std::fopen(path.c_str(), "w");
+  // Rows go to PATH.partial; close_csv renames it to PATH, so a run that dies never leaves
+  // a CSV that looks complete.
+  const std::string partial = path + ".partial";
+  csv_ = std::fopen(partial.c_str(), "w");
   if (csv_ == nullptr) {
-    throw UsageError("cannot write CSV '" + path + "': " + std::strerror(errno) +
+    throw UsageError("cannot write CSV '" + partial + "': " + std::strerror(errno) +
                      " (check the directory of --out)");
   }
   csv_path_ = path;
@@ -66,10 +69,13 @@ void ResultTable::add_row(std::FILE* out, const std::vector<double>& values) {
 }
 
 void ResultTable::close_csv() {
-  if (csv_ != nullptr) {
-    const bool failed = std::fclose(csv_) != 0;
-    csv_ = nullptr;
-    if (failed) throw Error("error closing CSV '" + csv_path_ + "'");
+  if (csv_ == nullptr) return;
+  const bool failed = std::fclose(csv_) != 0;
+  csv_ = nullptr;
+  const std::string partial = csv_path_ + ".partial";
+  if (failed || std::rename(partial.c_str(), csv_path_.c_str()) != 0) {
+    throw Error("error finishing CSV '" + csv_path_ + "' from '" + partial + "': " +
+                std::strerror(errno));
   }
 }
 
