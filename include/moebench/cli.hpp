@@ -10,6 +10,7 @@
 #include <mpi.h>
 
 #include <boost/program_options.hpp>
+#include <cstdint>
 #include <functional>
 #include <iosfwd>
 #include <string>
@@ -27,6 +28,10 @@ std::vector<double> parse_double_list(const std::string& option, const std::stri
 // "64,128" -> {64, 128}. Each entry must be an integer >= min_value (message says so).
 std::vector<int> parse_int_list(const std::string& option, const std::string& text,
                                 int min_value);
+
+// "4096", "64K", "16M", "1G" -> bytes (binary multiples, as nccl-tests' -b/-e). Throws
+// UsageError naming `option` for anything else or a value < 1.
+int64_t parse_byte_size(const std::string& option, const std::string& text);
 
 struct ParsedCommand {
   po::variables_map values;

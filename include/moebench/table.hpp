@@ -12,6 +12,9 @@ struct TableColumn {
   std::string name;    // CSV header and table header
   int width;           // table width in characters
   int precision;       // digits after the point (0 = integer)
+  // When given, the column is categorical: its value is an index into `labels`, printed (and
+  // written to the CSV) as that label.
+  std::vector<std::string> labels = {};
 };
 
 class ResultTable {

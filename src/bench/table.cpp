@@ -44,6 +44,14 @@ void ResultTable::add_row(std::FILE* out, const std::vector<double>& values) {
   std::fprintf(out, " ");
   for (size_t i = 0; i < columns_.size(); ++i) {
     const TableColumn& column = columns_[i];
+    if (!column.labels.empty()) {
+      const auto index = static_cast<size_t>(values[i]);
+      MOEBENCH_CHECK(values[i] >= 0 && index < column.labels.size(), "label index out of range");
+      const char* label = column.labels[index].c_str();
+      std::fprintf(out, " %*s", column.width, label);
+      if (csv_ != nullptr) std::fprintf(csv_, "%s%s", i ? "," : "", label);
+      continue;
+    }
     if (std::isnan(values[i])) {
       std::fprintf(out, " %*s", column.width, "-");
     } else {

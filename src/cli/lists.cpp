@@ -118,4 +118,30 @@ std::vector<int> parse_int_list(const std::string& option, const std::string& te
   return values;
 }
 
+int64_t parse_byte_size(const std::string& option, const std::string& text) {
+  const std::string name = option.rfind("--", 0) == 0 ? option : "--" + option;
+  std::string digits = text;
+  int64_t multiplier = 1;
+  if (!digits.empty()) {
+    switch (digits.back()) {
+      case 'K': case 'k': multiplier = int64_t{1} << 10; break;
+      case 'M': case 'm': multiplier = int64_t{1} << 20; break;
+      case 'G': case 'g': multiplier = int64_t{1} << 30; break;
+      default: break;
+    }
+    if (multiplier != 1) digits.pop_back();
+  }
+  int64_t value = 0;
+  const char* first = digits.data();
+  const char* last = digits.data() + digits.size();
+  const auto [end, error] = std::from_chars(first, last, value);
+  if (digits.empty() || error != std::errc() || end != last || value < 1 ||
+      value > (int64_t{1} << 50) / multiplier) {
+    throw UsageError(name + ": '" + text +
+                     "' is not a size in bytes (expected a positive integer with an optional "
+                     "K, M or G suffix, such as 4096, 64K or 16M)");
+  }
+  return value * multiplier;
+}
+
 }  // namespace moebench::cli

@@ -392,3 +392,27 @@ TEST(AgreeOrThrow, EveryRankThrowsTheMessageOfTheLowestFailingRank) {
 }
 
 }  // namespace
+
+namespace moebench::cli {
+namespace {
+
+TEST(ByteSize, SuffixesAreBinaryMultiples) {
+  EXPECT_EQ(parse_byte_size("--max-bytes", "4096"), 4096);
+  EXPECT_EQ(parse_byte_size("--max-bytes", "64K"), 64 * 1024);
+  EXPECT_EQ(parse_byte_size("--max-bytes", "16M"), 16 * 1024 * 1024);
+  EXPECT_EQ(parse_byte_size("--max-bytes", "2g"), int64_t{2} << 30);
+}
+
+TEST(ByteSize, BadSizesNameTheOption) {
+  for (const char* bad : {"", "M", "0", "-5", "1.5M", "12Q", "10MB"}) {
+    try {
+      parse_byte_size("max-bytes", bad);
+      ADD_FAILURE() << "no error for '" << bad << "'";
+    } catch (const UsageError& error) {
+      EXPECT_NE(std::string(error.what()).find("--max-bytes: '"), std::string::npos) << error.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moebench::cli
