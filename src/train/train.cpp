@@ -1,0 +1,566 @@
+// `moebench train` (see train.hpp). One step on every rank:
+//   batch (this rank's slice of the global batch) -> forward -> backward ->
+//   one all-reduce of the dense + router gradients (averaged) -> expert gradients / P ->
+//   global gradient-norm clipping -> AdamW -> balancing bias update -> metrics and trace.
+#include "moebench/train.hpp"
+
+#include <cblas.h>
+#include <mpi.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moebench/check.hpp"
+#include "moebench/cli.hpp"
+#include "moebench/data.hpp"
+#include "moebench/layers.hpp"
+#include "moebench/metrics.hpp"
+#include "moebench/model.hpp"
+#include "moebench/trace.hpp"
+
+namespace moebench {
+
+namespace {
+
+namespace po = boost::program_options;
+
+po::options_description train_options() {
+  po::options_description options("moebench train options");
+  options.add_options()
+      ("data", po::value<std::string>()->default_value(""),
+       "token shard or text file (default: the built-in story corpus)")
+      ("val-fraction", po::value<double>()->default_value(kDefaultValFraction),
+       "fraction of the tokens (at the end) held out for validation")
+      ("out", po::value<std::string>()->default_value("train.h5"), "HDF5 trace path")
+      ("seed", po::value<uint64_t>()->default_value(1234), "seed of the weights and the batches")
+      ("d-model", po::value<int>()->default_value(128), "model width C")
+      ("layers", po::value<int>()->default_value(2), "transformer blocks")
+      ("heads", po::value<int>()->default_value(4), "attention heads (must divide --d-model)")
+      ("ffn-hidden", po::value<int>()->default_value(0), "dense FFN width (0 = 4 x d-model)")
+      ("expert-hidden", po::value<int>()->default_value(0), "expert FFN width (0 = 4 x d-model)")
+      ("moe-every", po::value<int>()->default_value(1),
+       "block i has an MoE FFN when i % N == 0 (1 = every block), a dense FFN otherwise")
+      ("experts", po::value<int>()->default_value(8), "experts E (a multiple of the rank count)")
+      ("top-k", po::value<int>()->default_value(2), "choices per token k")
+      ("capacity-factor", po::value<double>()->default_value(1.25), "CF (<= 0: dropless)")
+      ("router", po::value<std::string>()->default_value("softk"),
+       "top1 | topk_hard | softk | hash | expert_choice")
+      ("router-arch", po::value<std::string>()->default_value("linear"),
+       "linear | mlp | mlp_hadamard")
+      ("router-hidden", po::value<int>()->default_value(64), "hidden width of the mlp routers")
+      ("balance", po::value<std::string>()->default_value("auto"), "auto | none | aux | bias")
+      ("aux-loss-coeff", po::value<double>()->default_value(0.01), "alpha of the aux loss")
+      ("z-loss", po::value<double>()->default_value(0.0), "beta of the router z-loss")
+      ("bias-update-rate", po::value<double>()->default_value(1e-3), "gamma of --balance bias")
+      ("temperature", po::value<double>()->default_value(1.0), "softk gate temperature")
+      ("renorm-after-drop", po::bool_switch(), "softk: renormalise gates over kept choices")
+      ("hard-gates", po::bool_switch(), "top1: gate 1 instead of p")
+      ("drop-policy", po::value<std::string>()->default_value("position"), "position | prob")
+      ("ec-max-per-token", po::value<int>()->default_value(-1),
+       "expert_choice: experts a token may keep (-1 = top-k, 0 = no limit)")
+      ("dispatch", po::value<std::string>()->default_value("ragged"), "ragged | padded")
+      ("seq-len", po::value<int>()->default_value(128), "tokens per sequence T")
+      ("batch-size", po::value<int>()->default_value(8), "sequences per rank B")
+      ("steps", po::value<int>()->default_value(1000), "optimizer steps")
+      ("lr", po::value<double>()->default_value(1e-3), "peak learning rate")
+      ("min-lr-ratio", po::value<double>()->default_value(0.1), "final lr / peak lr (cosine)")
+      ("warmup", po::value<int>()->default_value(100), "linear warm-up steps")
+      ("weight-decay", po::value<double>()->default_value(0.1),
+       "AdamW decoupled weight decay (matrices and embeddings only)")
+      ("grad-clip", po::value<double>()->default_value(1.0), "global gradient-norm clip (0 = off)")
+      ("eval-every", po::value<int>()->default_value(200), "evaluate every N steps (and at the end)")
+      ("eval-batches", po::value<int>()->default_value(4), "validation batches per evaluation")
+      ("log-every", po::value<int>()->default_value(10), "print a progress line every N steps")
+      ("trace-flush", po::value<int>()->default_value(50), "flush the trace every N steps")
+      ("threads", po::value<int>()->default_value(1), "OpenMP/BLAS threads per rank");
+  return options;
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw UsageError(message);
+}
+
+struct TrainOptions {
+  ModelConfig model;
+  std::string data, out;
+  double val_fraction = 0.05, lr = 1e-3, min_lr_ratio = 0.1, weight_decay = 0.1, grad_clip = 1.0;
+  int seq_len = 128, batch_size = 8, steps = 1000, warmup = 100, eval_every = 200,
+      eval_batches = 4, log_every = 10, trace_flush = 50, threads = 1;
+  uint64_t seed = 1234;
+};
+
+TrainOptions resolve(const po::variables_map& vm) {
+  TrainOptions o;
+  o.data = vm["data"].as<std::string>();
+  o.out = vm["out"].as<std::string>();
+  o.val_fraction = vm["val-fraction"].as<double>();
+  o.seed = vm["seed"].as<uint64_t>();
+  o.seq_len = vm["seq-len"].as<int>();
+  o.batch_size = vm["batch-size"].as<int>();
+  o.steps = vm["steps"].as<int>();
+  o.lr = vm["lr"].as<double>();
+  o.min_lr_ratio = vm["min-lr-ratio"].as<double>();
+  o.warmup = vm["warmup"].as<int>();
+  o.weight_decay = vm["weight-decay"].as<double>();
+  o.grad_clip = vm["grad-clip"].as<double>();
+  o.eval_every = vm["eval-every"].as<int>();
+  o.eval_batches = vm["eval-batches"].as<int>();
+  o.log_every = vm["log-every"].as<int>();
+  o.trace_flush = vm["trace-flush"].as<int>();
+  o.threads = vm["threads"].as<int>();
+  require(o.seq_len >= 1, "--seq-len must be >= 1");
+  require(o.batch_size >= 1, "--batch-size must be >= 1");
+  require(o.steps >= 1, "--steps must be >= 1");
+  require(o.warmup >= 0, "--warmup must be >= 0");
+  require(std::isfinite(o.lr) && o.lr > 0.0, "--lr must be a number > 0");
+  require(o.min_lr_ratio >= 0.0 && o.min_lr_ratio <= 1.0, "--min-lr-ratio must be in [0, 1]");
+  require(o.weight_decay >= 0.0, "--weight-decay must be >= 0");
+  require(o.grad_clip >= 0.0, "--grad-clip must be >= 0 (0 = off)");
+  require(o.eval_every >= 1 && o.eval_batches >= 1 && o.log_every >= 1 && o.trace_flush >= 1,
+          "--eval-every, --eval-batches, --log-every and --trace-flush must be >= 1");
+  require(o.threads >= 1, "--threads must be >= 1");
+
+  ModelConfig& m = o.model;
+  m.d_model = vm["d-model"].as<int>();
+  m.layers = vm["layers"].as<int>();
+  m.heads = vm["heads"].as<int>();
+  m.ffn_hidden = vm["ffn-hidden"].as<int>() > 0 ? vm["ffn-hidden"].as<int>() : 4 * m.d_model;
+  m.moe_every = vm["moe-every"].as<int>();
+  m.max_seq_len = o.seq_len;
+  m.seed = o.seed;
+  MoELayerConfig& moe = m.moe;
+  moe.d_model = m.d_model;
+  moe.d_hidden = vm["expert-hidden"].as<int>() > 0 ? vm["expert-hidden"].as<int>() : 4 * m.d_model;
+  moe.router_arch = parse_router_arch("--router-arch", vm["router-arch"].as<std::string>());
+  moe.router_hidden = vm["router-hidden"].as<int>();
+  moe.dispatch = parse_dispatch_mode("--dispatch", vm["dispatch"].as<std::string>());
+  RoutingConfig& r = moe.routing;
+  r.router = parse_router_kind("--router", vm["router"].as<std::string>());
+  r.num_experts = vm["experts"].as<int>();
+  r.top_k = vm["top-k"].as<int>();
+  r.capacity_factor = vm["capacity-factor"].as<double>();
+  r.balance = parse_balance_kind("--balance", vm["balance"].as<std::string>(), r.router);
+  r.aux_loss_coeff = static_cast<float>(vm["aux-loss-coeff"].as<double>());
+  r.z_loss_coeff = static_cast<float>(vm["z-loss"].as<double>());
+  r.bias_update_rate = static_cast<float>(vm["bias-update-rate"].as<double>());
+  r.temperature = static_cast<float>(vm["temperature"].as<double>());
+  r.renorm_after_drop = vm["renorm-after-drop"].as<bool>();
+  r.hard_gates = vm["hard-gates"].as<bool>();
+  r.drop_policy = parse_drop_policy("--drop-policy", vm["drop-policy"].as<std::string>());
+  r.ec_max_per_token = vm["ec-max-per-token"].as<int>();
+  validate_routing_config(r);
+  validate_model_config(m);
+  return o;
+}
+
+// Per-element AdamW decay flags of the expert buffer of one layer: W1 and W2 decay, biases not.
+std::vector<uint8_t> expert_decay_mask(const ExpertShape& shape) {
+  std::vector<float> probe(expert_param_count(shape), 0.0f);
+  ExpertParams view = expert_params_view(probe.data(), shape);
+  const int64_t E = shape.num_experts, d = shape.d_model, h = shape.d_hidden;
+  std::vector<uint8_t> mask(probe.size(), 0);
+  std::fill(mask.begin() + (view.w1 - probe.data()), mask.begin() + (view.w1 - probe.data()) + E * d * h, 1);
+  std::fill(mask.begin() + (view.w2 - probe.data()), mask.begin() + (view.w2 - probe.data()) + E * h * d, 1);
+  return mask;
+}
+
+// One parameter group: values, gradients, AdamW moments, decay flags (null = all decay).
+struct ParamGroup {
+  std::vector<float>* params;
+  std::vector<float>* grads;
+  std::vector<float> m, v;
+  std::vector<uint8_t> decay;
+  bool replicated;  // dense (averaged over ranks) or this rank's experts
+};
+
+double sum_of_squares(const std::vector<float>& values) {
+  double sum = 0.0;
+  for (float x : values) sum += static_cast<double>(x) * x;
+  return sum;
+}
+
+}  // namespace
+
+double learning_rate_at(int step, int steps, int warmup, double lr, double min_ratio) {
+  if (step < warmup) return lr * (step + 1) / warmup;
+  const int decay_steps = std::max(1, steps - warmup - 1);
+  const double progress = std::min(1.0, static_cast<double>(step - warmup) / decay_steps);
+  const double cosine = 0.5 * (1.0 + std::cos(3.14159265358979323846 * progress));
+  return lr * (min_ratio + (1.0 - min_ratio) * cosine);
+}
+
+int run_train_command(int argc, char** argv) {
+  MPI_Comm comm = MPI_COMM_WORLD;
+  int rank = 0, ranks = 1;
+  MOEBENCH_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MOEBENCH_MPI_CHECK(MPI_Comm_size(comm, &ranks));
+  const po::options_description options = train_options();
+  const cli::ParsedCommand parsed = cli::parse_command("train", argc, argv, options);
+  if (parsed.help) {
+    if (rank == 0) {
+      cli::print_command_help(std::cout, "train",
+                              "Trains the MoE transformer language model with experts sharded "
+                              "over the ranks; writes the training trace.",
+                              options);
+    }
+    return 0;
+  }
+  const TrainOptions o = resolve(parsed.values);
+  omp_set_num_threads(o.threads);
+  openblas_set_num_threads(o.threads);
+
+  // Data: every rank opens it; a rank that cannot makes all of them stop with its message.
+  std::unique_ptr<TokenDataset> dataset;
+  std::string data_error;
+  try {
+    dataset = std::make_unique<TokenDataset>(
+        o.data.empty() ? TokenDataset::builtin(kDefaultCorpusSeed, kDefaultCorpusBytes, o.val_fraction)
+                       : TokenDataset::open(o.data, 0, o.val_fraction));
+    dataset->require_seq_len(o.seq_len);
+    if (static_cast<int>(dataset->vocab_size()) != o.model.vocab) {
+      throw UsageError("'" + dataset->name() + "' has a vocabulary of " +
+                       std::to_string(dataset->vocab_size()) + " tokens but the model is byte-level (256); "
+                       "write the data with `moebench data --tokenizer byte` or pass a text file");
+    }
+  } catch (const UsageError& error) {
+    data_error = error.what();
+  }
+  cli::agree_or_throw(comm, data_error.empty(), data_error);
+
+  const int B = o.batch_size, T = o.seq_len, C = o.model.d_model;
+  MoETransformer model(o.model, comm, B, T);
+  std::vector<MoELayer*> moe = model.moe_layers();
+  const int E = o.model.moe.routing.num_experts;
+
+  // Parameter groups: the dense buffer, each layer's router (dense), each layer's experts.
+  std::vector<ParamGroup> groups;
+  {
+    ParamGroup dense{&model.dense_params(), &model.dense_grads(), {}, {}, {}, true};
+    dense.decay.assign(model.dense_params().size(), 0);
+    for (const ParamTensor& t : model.tensors()) {
+      if (t.decay) std::fill(dense.decay.begin() + t.offset, dense.decay.begin() + t.offset + t.size, 1);
+    }
+    groups.push_back(std::move(dense));
+    for (MoELayer* layer : moe) {
+      groups.push_back({&layer->router_params(), &layer->router_grads(), {}, {}, {}, true});
+      groups.push_back({&layer->expert_params(), &layer->expert_grads(), {}, {},
+                        expert_decay_mask(layer->expert_shape()), false});
+    }
+    for (ParamGroup& g : groups) {
+      g.m.assign(g.params->size(), 0.0f);
+      g.v.assign(g.params->size(), 0.0f);
+    }
+  }
+  int64_t bucket_size = 0, dense_count = 0, expert_count_local = 0;
+  for (const ParamGroup& g : groups) {
+    if (g.replicated) bucket_size += static_cast<int64_t>(g.grads->size());
+    (g.replicated ? dense_count : expert_count_local) += static_cast<int64_t>(g.params->size());
+  }
+  std::vector<float> bucket(bucket_size);
+  int64_t expert_count = 0;
+  MOEBENCH_MPI_CHECK(MPI_Allreduce(&expert_count_local, &expert_count, 1, MPI_INT64_T, MPI_SUM, comm));
+
+  if (rank == 0) {
+    cli::print_config_table(std::cout, "train", parsed);
+    std::printf("\n# model: %d blocks (%zu MoE), d=%d, heads=%d, E=%d, k=%d, router %s/%s\n",
+                o.model.layers, moe.size(), C, o.model.heads, E, o.model.moe.routing.top_k,
+                to_string(o.model.moe.routing.router), to_string(o.model.moe.router_arch));
+    std::printf("# parameters: dense %lld (router %lld per MoE block), experts %lld, total %lld\n",
+                static_cast<long long>(dense_count),
+                static_cast<long long>(moe.empty() ? 0 : moe[0]->router_params().size()),
+                static_cast<long long>(expert_count), static_cast<long long>(dense_count + expert_count));
+    std::printf("# data: %s, %lld train / %lld validation tokens; %d ranks x %d sequences x %d tokens per step\n",
+                dataset->name().c_str(), static_cast<long long>(dataset->train_size()),
+                static_cast<long long>(dataset->val_size()), ranks, B, T);
+  }
+
+  TraceWriter trace(o.out, comm, TraceRunInfo{"train", parsed.command_line, parsed.resolved},
+                    /*flush_every=*/0);
+  auto scalar = [&](const std::string& path, const std::string& units, const std::string& what) {
+    return trace.series(path, TraceType::float64, {}, TraceLayout::replicated, units, what);
+  };
+  TraceSeries s_step = scalar("/train/step", "", "step index (0-based)");
+  TraceSeries s_loss = scalar("/train/loss", "nats", "mean training cross-entropy over all ranks");
+  TraceSeries s_aux = scalar("/train/router_loss", "", "sum over MoE blocks of aux + z-loss, mean over ranks");
+  TraceSeries s_lr = scalar("/train/lr", "", "learning rate");
+  TraceSeries s_norm = scalar("/train/grad_norm", "", "global gradient norm before clipping");
+  TraceSeries s_tps = scalar("/train/tokens_per_s", "tokens/s", "training tokens per second, all ranks");
+  TraceSeries s_ms = scalar("/train/ms_per_step", "ms", "wall time of the step (slowest rank)");
+  TraceSeries e_step = scalar("/eval/step", "", "step of the evaluation");
+  TraceSeries e_loss = scalar("/eval/loss", "nats", "mean validation cross-entropy");
+  TraceSeries e_ppl = scalar("/eval/ppl", "", "exp(loss)");
+  TraceSeries e_bpb = scalar("/eval/bpb", "bits/byte", "loss / ln 2 x tokens / bytes");
+  struct LayerSeries {
+    TraceSeries drop, token_drop, cv, max_ratio, unused, router_entropy, gate_entropy, topk, aux, z;
+    TraceSeries load, demand, bytes, exchange_ms;
+  };
+  std::vector<LayerSeries> layer_series;
+  for (size_t l = 0; l < moe.size(); ++l) {
+    const std::string r = "/routing/layer_" + std::to_string(l) + "/";
+    const std::string c = "/comm/layer_" + std::to_string(l) + "/";
+    LayerSeries ls;
+    ls.drop = scalar(r + "drop_rate", "fraction", "dropped / requested assignments");
+    ls.token_drop = scalar(r + "token_drop_rate", "fraction", "tokens with no kept assignment");
+    ls.cv = scalar(r + "load_cv", "", "std / mean of the expert loads");
+    ls.max_ratio = scalar(r + "max_load_ratio", "", "max / mean load");
+    ls.unused = scalar(r + "unused_experts", "experts", "experts with load 0");
+    ls.router_entropy = scalar(r + "router_entropy", "nats", "mean H(p_t)");
+    ls.gate_entropy = scalar(r + "gate_entropy", "nats", "mean entropy of the kept gates");
+    ls.topk = scalar(r + "mean_topk_prob", "fraction", "mean p-mass of the selected experts");
+    ls.aux = scalar(r + "aux_loss", "", "aux loss, mean over ranks");
+    ls.z = scalar(r + "z_loss", "", "z-loss, mean over ranks");
+    ls.load = trace.series(r + "load", TraceType::int64, {E}, TraceLayout::replicated,
+                           "assignments", "kept assignments per expert, all ranks");
+    ls.demand = trace.series(r + "demand", TraceType::int64, {E}, TraceLayout::replicated,
+                             "assignments", "requested assignments per expert, all ranks");
+    ls.bytes = trace.series(c + "bytes_sent", TraceType::int64, {kNumExchangePhases, ranks},
+                            TraceLayout::per_rank, "bytes",
+                            "[step, src, phase, dst]: token-row bytes src sent dst per exchange phase "
+                            "(dispatch_forward, combine_forward, combine_backward, dispatch_backward)");
+    ls.exchange_ms = trace.series(c + "exchange_ms", TraceType::float64, {kNumExchangePhases},
+                                  TraceLayout::per_rank, "ms", "time in each exchange phase");
+    layer_series.push_back(ls);
+  }
+  const char* phase_names[] = {"router", "permute", "exchange", "experts", "unpermute",
+                               "dense", "allreduce", "optimizer", "trace_io"};
+  constexpr int kPhases = 9;
+  TraceSeries timing = trace.series("/timing/phase_ms", TraceType::float64, {kPhases},
+                                    TraceLayout::per_rank, "ms",
+                                    "per step and rank: router, permute, exchange, experts, unpermute, "
+                                    "dense (rest of forward/backward), allreduce, optimizer, trace_io");
+  {
+    std::string names;
+    for (const char* name : phase_names) names += std::string(names.empty() ? "" : ",") + name;
+    trace.set_attribute("/timing", "phases", names);
+  }
+  TraceSeries sample_tokens = trace.series("/samples/tokens", TraceType::int32, {T},
+                                           TraceLayout::replicated, "", "validation sequence (rank 0)");
+  TraceSeries sample_experts = trace.series("/samples/experts", TraceType::int32,
+                                            {static_cast<int64_t>(std::max<size_t>(moe.size(), 1)), T},
+                                            TraceLayout::replicated, "",
+                                            "first kept expert of each token per MoE block (-1 = dropped)");
+  TraceSeries sample_step = scalar("/samples/step", "", "step of the sample");
+
+  std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
+  const BatchSlice slice{rank, ranks, B, T};
+  std::vector<RoutingStats> stats(moe.size());
+  double clock_total = 0.0, step_ms_total = 0.0;
+
+  auto evaluate = [&](int step) {
+    double loss_sum = 0.0;
+    std::vector<RoutingStats> eval_stats(moe.size());
+    for (auto& s : eval_stats) s.reset(E);
+    for (int b = 0; b < o.eval_batches; ++b) {
+      dataset->val_batch(inputs.data(), targets.data(), slice, b);
+      loss_sum += model.forward(inputs.data(), targets.data(), B, T);
+      for (size_t l = 0; l < moe.size(); ++l) {
+        routing_stats_add(eval_stats[l], moe[l]->plan(), moe[l]->logits(), moe[l]->config().routing);
+      }
+      if (b == 0) {  // the sample: rank 0's first validation sequence and its experts
+        std::vector<int32_t> experts(std::max<size_t>(moe.size(), 1) * T, -1);
+        for (size_t l = 0; l < moe.size(); ++l) {
+          const RoutingPlan& plan = moe[l]->plan();
+          for (int t = 0; t < T; ++t) {
+            for (int s = 0; s < plan.slots; ++s) {
+              const int64_t entry = static_cast<int64_t>(t) * plan.slots + s;
+              if (plan.kept[entry]) {
+                experts[l * T + t] = plan.expert[entry];
+                break;
+              }
+            }
+          }
+        }
+        MOEBENCH_MPI_CHECK(MPI_Bcast(experts.data(), static_cast<int>(experts.size()), MPI_INT32_T, 0, comm));
+        std::vector<int32_t> tokens(inputs.begin(), inputs.begin() + T);
+        MOEBENCH_MPI_CHECK(MPI_Bcast(tokens.data(), T, MPI_INT32_T, 0, comm));
+        const double at = step;
+        sample_step.append(&at);
+        sample_tokens.append(tokens.data());
+        sample_experts.append(experts.data());
+      }
+    }
+    double global = 0.0;
+    MOEBENCH_MPI_CHECK(MPI_Allreduce(&loss_sum, &global, 1, MPI_DOUBLE, MPI_SUM, comm));
+    const double loss = global / (static_cast<double>(ranks) * o.eval_batches);
+    const double bpb = loss / std::log(2.0);  // byte-level: one token per byte
+    const double ppl = std::exp(loss), at = step;
+    e_step.append(&at);
+    e_loss.append(&loss);
+    e_ppl.append(&ppl);
+    e_bpb.append(&bpb);
+    for (auto& s : eval_stats) routing_stats_allreduce(s, comm);
+    if (rank == 0) {
+      std::printf("eval  step %5d | val loss %.4f | ppl %.3f | %.4f bits/byte", step, loss, ppl, bpb);
+      if (!moe.empty()) {
+        const RoutingMetrics m = routing_metrics(eval_stats[0]);
+        std::printf(" | block0 drop %.3f cv %.3f", m.drop_rate, m.load_cv);
+      }
+      std::printf("\n");
+      std::fflush(stdout);
+    }
+    return std::make_pair(loss, bpb);
+  };
+
+  std::pair<double, double> last_eval{0.0, 0.0};
+  const double run_start = MPI_Wtime();
+  for (int step = 0; step < o.steps; ++step) {
+    MOEBENCH_MPI_CHECK(MPI_Barrier(comm));
+    const double step_start = MPI_Wtime();
+    double phase[kPhases] = {};
+    for (MoELayer* layer : moe) layer->reset_counters();
+    const double lr = learning_rate_at(step, o.steps, o.warmup, o.lr, o.min_lr_ratio);
+    dataset->train_batch(inputs.data(), targets.data(), slice, step, o.seed);
+    model.zero_grads();
+    const double compute_start = MPI_Wtime();
+    const float loss = model.forward(inputs.data(), targets.data(), B, T);
+    const float router_loss = model.aux_loss();
+    model.backward();
+    const double compute_s = MPI_Wtime() - compute_start;
+
+    // One bucketed all-reduce for everything replicated, averaged over ranks.
+    double t0 = MPI_Wtime();
+    int64_t offset = 0;
+    for (const ParamGroup& g : groups) {
+      if (!g.replicated) continue;
+      std::copy(g.grads->begin(), g.grads->end(), bucket.begin() + offset);
+      offset += static_cast<int64_t>(g.grads->size());
+    }
+    MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bucket.data(), static_cast<int>(bucket.size()),
+                                     MPI_FLOAT, MPI_SUM, comm));
+    offset = 0;
+    const float inv_ranks = 1.0f / static_cast<float>(ranks);
+    for (ParamGroup& g : groups) {
+      if (g.replicated) {
+        for (size_t i = 0; i < g.grads->size(); ++i) (*g.grads)[i] = bucket[offset + i] * inv_ranks;
+        offset += static_cast<int64_t>(g.grads->size());
+      } else {
+        // Experts received the gradient of the sum of the ranks' mean losses.
+        for (float& x : *g.grads) x *= inv_ranks;
+      }
+    }
+    // Global gradient norm: replicated groups once, experts summed over ranks.
+    double squares[2] = {0.0, 0.0};
+    for (const ParamGroup& g : groups) squares[g.replicated ? 0 : 1] += sum_of_squares(*g.grads);
+    MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &squares[1], 1, MPI_DOUBLE, MPI_SUM, comm));
+    const double grad_norm = std::sqrt(squares[0] + squares[1]);
+    phase[6] = MPI_Wtime() - t0;
+
+    t0 = MPI_Wtime();
+    const float clip = (o.grad_clip > 0.0 && grad_norm > o.grad_clip)
+                           ? static_cast<float>(o.grad_clip / grad_norm) : 1.0f;
+    AdamWSettings adam;
+    adam.learning_rate = static_cast<float>(lr);
+    adam.weight_decay = static_cast<float>(o.weight_decay);
+    for (ParamGroup& g : groups) {
+      if (clip != 1.0f) for (float& x : *g.grads) x *= clip;
+      adamw_update(g.params->data(), g.m.data(), g.v.data(), g.grads->data(),
+                   g.decay.empty() ? nullptr : g.decay.data(), static_cast<int64_t>(g.params->size()),
+                   adam, step + 1);
+    }
+    for (MoELayer* layer : moe) layer->update_balance_bias(comm);
+    phase[7] = MPI_Wtime() - t0;
+
+    // Metrics of this step.
+    double losses[2] = {loss, router_loss};
+    MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, losses, 2, MPI_DOUBLE, MPI_SUM, comm));
+    losses[0] /= ranks;
+    losses[1] /= ranks;
+    double moe_s = 0.0;
+    for (size_t l = 0; l < moe.size(); ++l) {
+      stats[l].reset(E);
+      routing_stats_add(stats[l], moe[l]->plan(), moe[l]->logits(), moe[l]->config().routing);
+      routing_stats_allreduce(stats[l], comm);
+      const DispatchTimings& dt = moe[l]->dispatcher().timings();
+      phase[0] += moe[l]->timings().router;
+      phase[1] += dt.permute;
+      phase[2] += dt.count_exchange;
+      for (double x : dt.exchange) phase[2] += x;
+      phase[3] += moe[l]->timings().experts;
+      phase[4] += dt.unpermute;
+    }
+    for (int p = 0; p < 5; ++p) moe_s += phase[p];
+    phase[5] = std::max(0.0, compute_s - moe_s);
+
+    t0 = MPI_Wtime();
+    const double step_index = step;
+    s_step.append(&step_index);
+    s_loss.append(&losses[0]);
+    s_aux.append(&losses[1]);
+    s_lr.append(&lr);
+    s_norm.append(&grad_norm);
+    for (size_t l = 0; l < moe.size(); ++l) {
+      const RoutingMetrics m = routing_metrics(stats[l]);
+      LayerSeries& ls = layer_series[l];
+      const double unused = m.unused_experts;
+      ls.drop.append(&m.drop_rate);
+      ls.token_drop.append(&m.token_drop_rate);
+      ls.cv.append(&m.load_cv);
+      ls.max_ratio.append(&m.max_load_ratio);
+      ls.unused.append(&unused);
+      ls.router_entropy.append(&m.router_entropy);
+      ls.gate_entropy.append(&m.gate_entropy);
+      ls.topk.append(&m.mean_topk_prob);
+      ls.aux.append(&m.aux_loss);
+      ls.z.append(&m.z_loss);
+      ls.load.append(stats[l].load.data());
+      ls.demand.append(stats[l].demand.data());
+      std::vector<int64_t> bytes(static_cast<size_t>(kNumExchangePhases) * ranks);
+      std::vector<double> exchange_ms(kNumExchangePhases);
+      for (int p = 0; p < kNumExchangePhases; ++p) {
+        for (int d = 0; d < ranks; ++d) bytes[p * ranks + d] = moe[l]->dispatcher().bytes_sent()[p][d];
+        exchange_ms[p] = 1e3 * moe[l]->dispatcher().timings().exchange[p];
+      }
+      ls.bytes.append(bytes.data());
+      ls.exchange_ms.append(exchange_ms.data());
+    }
+    if ((step + 1) % o.trace_flush == 0) trace.flush();
+    phase[8] = MPI_Wtime() - t0;
+    double phase_ms[kPhases];
+    for (int p = 0; p < kPhases; ++p) phase_ms[p] = 1e3 * phase[p];
+    timing.append(phase_ms);
+
+    double step_s = MPI_Wtime() - step_start;
+    MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &step_s, 1, MPI_DOUBLE, MPI_MAX, comm));
+    const double tokens_per_s = static_cast<double>(ranks) * B * T / step_s;
+    const double step_ms = 1e3 * step_s;
+    s_tps.append(&tokens_per_s);
+    s_ms.append(&step_ms);
+    clock_total += step_s;
+    step_ms_total += step_ms;
+
+    if (rank == 0 && ((step + 1) % o.log_every == 0 || step == 0)) {
+      const double eta = (MPI_Wtime() - run_start) / (step + 1) * (o.steps - step - 1);
+      std::printf("step %5d/%d | loss %.4f | lr %.2e | %.1f ms | %.0f tok/s", step + 1, o.steps,
+                  losses[0], lr, step_ms, tokens_per_s);
+      if (!moe.empty()) {
+        const RoutingMetrics m = routing_metrics(stats[0]);
+        std::printf(" | drop %.3f | cv %.3f", m.drop_rate, m.load_cv);
+      }
+      std::printf(" | ETA %.0fs\n", eta);
+      std::fflush(stdout);
+    }
+    if ((step + 1) % o.eval_every == 0 && step + 1 < o.steps) last_eval = evaluate(step + 1);
+  }
+  last_eval = evaluate(o.steps);
+  trace.set_attribute("/train", "complete", static_cast<int64_t>(1));
+  trace.set_attribute("/eval", "final_loss", last_eval.first);
+  trace.set_attribute("/eval", "final_bpb", last_eval.second);
+  trace.close();
+  if (rank == 0) {
+    const double tokens = static_cast<double>(o.steps) * ranks * B * T;
+    std::printf("\n# done: %d steps, %.0f tokens in %.1f s (%.0f tokens/s)\n", o.steps, tokens,
+                clock_total, tokens / clock_total);
+    std::printf("# final validation: loss %.4f, perplexity %.3f, %.4f bits/byte\n", last_eval.first,
+                std::exp(last_eval.first), last_eval.second);
+    std::printf("# trace: %s\n", o.out.c_str());
+  }
+  return 0;
+}
+
+}  // namespace moebench
