@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: installs what is missing, builds, and runs a short
-# capacity sweep on 4 ranks (about a minute on 2 cores). Output: out/quickstart/capacity.h5
-# and capacity.csv beside it.
+# The main job on a fresh machine: installs what is missing, builds, and trains the small MoE
+# transformer of configs/quickstart.ini on the built-in story corpus with 4 ranks (a few
+# minutes on 2 cores). Output: out/quickstart/train.h5 (the trace). Extra arguments go to
+# `moebench train` (e.g. --steps 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh
 bash launch/build.sh
 mkdir -p out/quickstart
-exec launch/mpirun.sh -np "${NP:-4}" build/moebench capacity \
-  --experts 64,128 --top-k 1,2 --capacity-factor 1.0,1.25,1.5 \
-  --tokens 2048 --d-model 128 --iters 200 \
-  --out out/quickstart/capacity.h5 "$@"
+exec launch/mpirun.sh -np "${NP:-4}" build/moebench train --config configs/quickstart.ini \
+  --out out/quickstart/train.h5 "$@"
