@@ -271,10 +271,24 @@ int run_train_command(int argc, char** argv) {
     std::printf("\n# model: %d blocks (%zu MoE), d=%d, heads=%d, E=%d, k=%d, router %s/%s\n",
                 o.model.layers, moe.size(), C, o.model.heads, E, o.model.moe.routing.top_k,
                 to_string(o.model.moe.routing.router), to_string(o.model.moe.router_arch));
-    std::printf("# parameters: dense %lld (router %lld per MoE block), experts %lld, total %lld\n",
-                static_cast<long long>(dense_count),
-                static_cast<long long>(moe.empty() ? 0 : moe[0]->router_params().size()),
-                static_cast<long long>(expert_count), static_cast<long long>(dense_count + expert_count));
+    // Parameter table by kind (dense tensors grouped by the part of the model they belong to).
+    long long embeddings = 0, attention = 0, norms = 0, dense_ffn = 0, routers = 0;
+    for (const ParamTensor& t : model.tensors()) {
+      if (t.name == "wte" || t.name == "wpe") embeddings += t.size;
+      else if (t.name.find("attn.") != std::string::npos) attention += t.size;
+      else if (t.name.find("mlp.") != std::string::npos) dense_ffn += t.size;
+      else norms += t.size;
+    }
+    for (MoELayer* layer : moe) routers += static_cast<long long>(layer->router_params().size());
+    std::printf("# %-28s %12s\n", "parameters", "count");
+    std::printf("# %-28s %12lld\n", "embeddings (wte tied, wpe)", embeddings);
+    std::printf("# %-28s %12lld\n", "attention", attention);
+    std::printf("# %-28s %12lld\n", "layer norms", norms);
+    std::printf("# %-28s %12lld\n", "dense FFN blocks", dense_ffn);
+    std::printf("# %-28s %12lld\n", (std::string("routers (") + to_string(o.model.moe.router_arch) + ")").c_str(), routers);
+    std::printf("# %-28s %12lld  (%lld on each rank)\n", "experts", static_cast<long long>(expert_count),
+                static_cast<long long>(expert_count_local));
+    std::printf("# %-28s %12lld\n", "total", static_cast<long long>(dense_count + expert_count));
     std::printf("# data: %s, %lld train / %lld validation tokens; %d ranks x %d sequences x %d tokens per step\n",
                 dataset->name().c_str(), static_cast<long long>(dataset->train_size()),
                 static_cast<long long>(dataset->val_size()), ranks, B, T);
@@ -351,6 +365,7 @@ int run_train_command(int argc, char** argv) {
   const BatchSlice slice{rank, ranks, B, T};
   std::vector<RoutingStats> stats(moe.size());
   double clock_total = 0.0, step_ms_total = 0.0;
+  double phase_total[kPhases] = {};  // this rank's seconds per phase over the run
 
   auto evaluate = [&](int step) {
     double loss_sum = 0.0;
@@ -522,7 +537,10 @@ int run_train_command(int argc, char** argv) {
     if ((step + 1) % o.trace_flush == 0) trace.flush();
     phase[8] = MPI_Wtime() - t0;
     double phase_ms[kPhases];
-    for (int p = 0; p < kPhases; ++p) phase_ms[p] = 1e3 * phase[p];
+    for (int p = 0; p < kPhases; ++p) {
+      phase_ms[p] = 1e3 * phase[p];
+      phase_total[p] += phase[p];
+    }
     timing.append(phase_ms);
 
     double step_s = MPI_Wtime() - step_start;
@@ -558,6 +576,13 @@ int run_train_command(int argc, char** argv) {
                 clock_total, tokens / clock_total);
     std::printf("# final validation: loss %.4f, perplexity %.3f, %.4f bits/byte\n", last_eval.first,
                 std::exp(last_eval.first), last_eval.second);
+    double accounted = 0.0;
+    for (double x : phase_total) accounted += x;
+    std::printf("# where rank 0's time went:");
+    for (int p = 0; p < kPhases; ++p) {
+      std::printf(" %s %.0f%%", phase_names[p], 100.0 * phase_total[p] / clock_total);
+    }
+    std::printf(", other (waiting, data, metrics) %.0f%%\n", 100.0 * (clock_total - accounted) / clock_total);
     std::printf("# trace: %s\n", o.out.c_str());
   }
   return 0;
