@@ -11,6 +11,7 @@ packages=(
   libopenblas-dev                     # BLAS for the expert and router GEMMs
   libgtest-dev                        # unit and MPI tests
   python3 python3-h5py python3-numpy  # trace checks in tests, analysis tools
+  python3-torch                       # PyTorch reference of the model (tests/cli/torch_reference.sh)
 )
 
 missing=()

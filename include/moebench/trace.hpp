@@ -9,8 +9,9 @@
 // A Series is one such dataset. Its shape is [n, inner...] for replicated data (identical on
 // every rank; rank 0's copy is written) and [n, P, inner...] for per-rank data (each rank
 // writes its own hyperslab). Every append is collective: all ranks call it in the same order.
-// The file is flushed every `flush_every` appends to any series and on close, so a run that
-// dies keeps a readable file up to the last flush.
+// Appended rows are buffered in memory and written, one block per series, at each flush:
+// every `flush_every` appends to any series (0 = only when asked), flush() and close(). So a
+// run that dies keeps a readable file up to the last flush.
 #pragma once
 
 #include <mpi.h>

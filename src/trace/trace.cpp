@@ -5,6 +5,7 @@
 
 #include <hdf5.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -95,7 +96,11 @@ struct SeriesState {
   TraceLayout layout = TraceLayout::replicated;
   std::vector<hsize_t> dims;  // current extent: [rows, inner...] or [rows, P, inner...]
   hsize_t row_elements = 1;   // prod(inner): elements one rank passes to append
-  int64_t rows = 0;
+  int64_t rows = 0;           // rows appended, written or pending
+  // Rows appended since the last write, in memory; written as one block by write_pending()
+  // at each flush (one collective extend + write instead of one per row).
+  std::vector<char> pending;
+  int64_t pending_rows = 0;
 };
 
 }  // namespace
@@ -114,6 +119,7 @@ struct TraceWriter::Impl {
   std::vector<SeriesState> series;
 
   void append(int index, const void* row);
+  void write_pending(SeriesState& state);
   void flush();
   void close();
   bool exists(const std::string& normalized_path) const;
@@ -315,15 +321,31 @@ void TraceWriter::Impl::append(int index, const void* row) {
   MOEBENCH_CHECK(index >= 0 && index < static_cast<int>(series.size()), "bad series index");
   MOEBENCH_CHECK(row != nullptr, "append(nullptr)");
   SeriesState& state = series[static_cast<size_t>(index)];
+  const size_t row_bytes = state.row_elements * H5Tget_size(memory_type(state.type));
+  const size_t used = state.pending.size();
+  state.pending.resize(used + row_bytes);
+  std::memcpy(state.pending.data() + used, row, row_bytes);
+  state.pending_rows += 1;
+  state.rows += 1;
 
+  appends_since_flush += 1;
+  if (flush_every > 0 && appends_since_flush >= flush_every) {
+    flush();
+  }
+}
+
+void TraceWriter::Impl::write_pending(SeriesState& state) {
+  // Collective: every rank has the same pending row count (appends are collective).
+  if (state.pending_rows == 0) return;
+  const hsize_t count_rows = static_cast<hsize_t>(state.pending_rows);
   std::vector<hsize_t> dims = state.dims;
-  dims[0] += 1;
+  dims[0] += count_rows;
   MOEBENCH_H5_CHECK(H5Dset_extent(state.dataset.get(), dims.data()));
 
-  // File selection: the new row, [1, inner...] on rank 0 (replicated) or this rank's
-  // [1, 1, inner...] slice at [row, rank, 0...] (per-rank); nothing on the other ranks.
+  // File selection: the new rows, [n, inner...] on rank 0 (replicated) or this rank's
+  // [n, 1, inner...] slice at [first, rank, 0...] (per-rank); nothing on the other ranks.
   H5Handle file_space(MOEBENCH_H5_CHECK(H5Dget_space(state.dataset.get())), H5Sclose);
-  const hsize_t memory_count[1] = {state.row_elements};
+  const hsize_t memory_count[1] = {state.row_elements * count_rows};
   H5Handle memory_space(MOEBENCH_H5_CHECK(H5Screate_simple(1, memory_count, nullptr)),
                         H5Sclose);
   const bool per_rank = state.layout == TraceLayout::per_rank;
@@ -331,7 +353,7 @@ void TraceWriter::Impl::append(int index, const void* row) {
     std::vector<hsize_t> start(dims.size(), 0);
     std::vector<hsize_t> count = dims;
     start[0] = state.dims[0];
-    count[0] = 1;
+    count[0] = count_rows;
     if (per_rank) {
       start[1] = static_cast<hsize_t>(rank);
       count[1] = 1;
@@ -343,18 +365,15 @@ void TraceWriter::Impl::append(int index, const void* row) {
     MOEBENCH_H5_CHECK(H5Sselect_none(memory_space.get()));
   }
   MOEBENCH_H5_CHECK(H5Dwrite(state.dataset.get(), memory_type(state.type), memory_space.get(),
-                             file_space.get(), collective_transfer.get(), row));
+                             file_space.get(), collective_transfer.get(), state.pending.data()));
   state.dims = std::move(dims);
-  state.rows += 1;
-
-  appends_since_flush += 1;
-  if (flush_every > 0 && appends_since_flush >= flush_every) {
-    flush();
-  }
+  state.pending.clear();
+  state.pending_rows = 0;
 }
 
 void TraceWriter::Impl::flush() {
   MOEBENCH_CHECK(open, "flush of a closed trace");
+  for (SeriesState& state : series) write_pending(state);
   MOEBENCH_H5_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL));
   appends_since_flush = 0;
 }
@@ -363,6 +382,7 @@ void TraceWriter::Impl::close() {
   if (!open) {
     return;
   }
+  for (SeriesState& state : series) write_pending(state);
   open = false;
   // H5Fclose under MPI-IO refuses to close while objects are open, so datasets go first.
   // Should one close fail, the remaining handles are still released by their destructors.
