@@ -90,6 +90,9 @@ class Dispatcher {
   // expert_major [N, d] -> exchange back to the sources -> landing (send layout).
   void return_to_sources(float* landing, const float* expert_major, int phase);
   void zero_padding_rows();  // padded: the rows of each expert block past its load
+  // out[t] = (accumulate ? out[t] : 0) + sum over t's kept entries of w * rows[send row],
+  // w = the gate (use_gates) or 1.
+  void gather_to_tokens(float* out, const float* rows, bool use_gates, bool accumulate);
   void source_to_expert_major(float* dst, const float* src) const;
   void expert_to_source_major(float* dst, const float* src) const;
   int64_t send_row(int64_t entry) const;  // row of plan entry in the send layout

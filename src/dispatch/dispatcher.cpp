@@ -240,21 +240,25 @@ void Dispatcher::dispatch(float* expert_in, const float* x) {
 }
 
 void Dispatcher::combine(float* y, const float* expert_out) {
+  return_to_sources(returned_rows_.data(), expert_out, kCombineForward);
+  ScopedTimer timer(timings_.unpermute);
+  gather_to_tokens(y, returned_rows_.data(), /*use_gates=*/true, /*accumulate=*/false);
+}
+
+void Dispatcher::gather_to_tokens(float* out, const float* rows, bool use_gates, bool accumulate) {
   const RoutingPlan& plan = *plan_;
   const int T = plan.num_tokens, slots = plan.slots;
   const int64_t d = d_model_;
-  return_to_sources(returned_rows_.data(), expert_out, kCombineForward);
-  ScopedTimer timer(timings_.unpermute);
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < T; ++t) {
-    float* out = y + t * d;
-    std::fill(out, out + d, 0.0f);
+    float* token = out + t * d;
+    if (!accumulate) std::fill(token, token + d, 0.0f);
     for (int s = 0; s < slots; ++s) {
       const int64_t entry = static_cast<int64_t>(t) * slots + s;
       if (!plan.kept[entry]) continue;
-      const float gate = plan.gate[entry];
-      const float* row = returned_rows_.data() + send_row(entry) * d;
-      for (int64_t i = 0; i < d; ++i) out[i] += gate * row[i];
+      const float weight = use_gates ? plan.gate[entry] : 1.0f;
+      const float* row = rows + send_row(entry) * d;
+      for (int64_t i = 0; i < d; ++i) token[i] += weight * row[i];
     }
   }
 }
@@ -292,21 +296,9 @@ void Dispatcher::combine_backward(float* d_expert_out, float* d_gate, const floa
 }
 
 void Dispatcher::dispatch_backward(float* dx, const float* d_expert_in) {
-  const RoutingPlan& plan = *plan_;
-  const int T = plan.num_tokens, slots = plan.slots;
-  const int64_t d = d_model_;
   return_to_sources(send_buffer_.data(), d_expert_in, kDispatchBackward);
   ScopedTimer timer(timings_.unpermute);
-#pragma omp parallel for schedule(static)
-  for (int t = 0; t < T; ++t) {
-    float* out = dx + t * d;
-    for (int s = 0; s < slots; ++s) {
-      const int64_t entry = static_cast<int64_t>(t) * slots + s;
-      if (!plan.kept[entry]) continue;
-      const float* row = send_buffer_.data() + send_row(entry) * d;
-      for (int64_t i = 0; i < d; ++i) out[i] += row[i];
-    }
-  }
+  gather_to_tokens(dx, send_buffer_.data(), /*use_gates=*/false, /*accumulate=*/true);
 }
 
 }  // namespace moebench

@@ -8,7 +8,11 @@
 #include <mpi.h>
 #include <omp.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -17,6 +21,7 @@
 #include <vector>
 
 #include "moebench/check.hpp"
+#include "moebench/checkpoint.hpp"
 #include "moebench/cli.hpp"
 #include "moebench/data.hpp"
 #include "moebench/layers.hpp"
@@ -78,7 +83,14 @@ po::options_description train_options() {
       ("eval-batches", po::value<int>()->default_value(4), "validation batches per evaluation")
       ("log-every", po::value<int>()->default_value(10), "print a progress line every N steps")
       ("trace-flush", po::value<int>()->default_value(50), "flush the trace every N steps")
-      ("threads", po::value<int>()->default_value(1), "OpenMP/BLAS threads per rank");
+      ("threads", po::value<int>()->default_value(1), "OpenMP/BLAS threads per rank")
+      ("checkpoint-every", po::value<int>()->default_value(0),
+       "write a checkpoint every N steps (0 = never) to --checkpoint")
+      ("checkpoint", po::value<std::string>()->default_value(""),
+       "directory of the checkpoints, one step_<N> directory each (default: the trace path "
+       "with .ckpt instead of its extension)")
+      ("resume", po::value<std::string>()->default_value(""),
+       "continue from this checkpoint directory (same options and rank count)");
   return options;
 }
 
@@ -91,7 +103,8 @@ struct TrainOptions {
   std::string data, out;
   double val_fraction = 0.05, lr = 1e-3, min_lr_ratio = 0.1, weight_decay = 0.1, grad_clip = 1.0;
   int seq_len = 128, batch_size = 8, steps = 1000, warmup = 100, eval_every = 200,
-      eval_batches = 4, log_every = 10, trace_flush = 50, threads = 1;
+      eval_batches = 4, log_every = 10, trace_flush = 50, threads = 1, checkpoint_every = 0;
+  std::string checkpoint, resume;
   uint64_t seed = 1234;
 };
 
@@ -114,6 +127,16 @@ TrainOptions resolve(const po::variables_map& vm) {
   o.log_every = vm["log-every"].as<int>();
   o.trace_flush = vm["trace-flush"].as<int>();
   o.threads = vm["threads"].as<int>();
+  o.checkpoint_every = vm["checkpoint-every"].as<int>();
+  o.resume = vm["resume"].as<std::string>();
+  o.checkpoint = vm["checkpoint"].as<std::string>();
+  if (o.checkpoint.empty()) {
+    const auto slash = o.out.find_last_of('/');
+    const auto dot = o.out.find_last_of('.');
+    o.checkpoint = (dot != std::string::npos && (slash == std::string::npos || dot > slash)
+                        ? o.out.substr(0, dot) : o.out) + ".ckpt";
+  }
+  require(o.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0 = never)");
   require(o.seq_len >= 1, "--seq-len must be >= 1");
   require(o.batch_size >= 1, "--batch-size must be >= 1");
   require(o.steps >= 1, "--steps must be >= 1");
@@ -178,6 +201,19 @@ struct ParamGroup {
   std::vector<uint8_t> decay;
   bool replicated;  // dense (averaged over ranks) or this rank's experts
 };
+
+// The options a resumed run must share with the run that wrote the checkpoint: everything
+// that shapes the model, the data, the batches and the schedule (not where output goes or
+// how often it is printed).
+std::string run_identity(const cli::ParsedCommand& parsed, int ranks) {
+  const std::vector<std::string> free = {"out", "log-every", "eval-every", "eval-batches",
+                                         "trace-flush", "checkpoint-every", "checkpoint", "resume"};
+  std::string identity = "ranks=" + std::to_string(ranks) + "\n";
+  for (const auto& [name, value] : parsed.resolved) {
+    if (std::find(free.begin(), free.end(), name) == free.end()) identity += name + "=" + value + "\n";
+  }
+  return identity;
+}
 
 double sum_of_squares(const std::vector<float>& values) {
   double sum = 0.0;
@@ -265,6 +301,28 @@ int run_train_command(int argc, char** argv) {
   std::vector<float> bucket(bucket_size);
   int64_t expert_count = 0;
   MOEBENCH_MPI_CHECK(MPI_Allreduce(&expert_count_local, &expert_count, 1, MPI_INT64_T, MPI_SUM, comm));
+
+  // Everything a resumed run needs: parameters and AdamW moments of every group and the
+  // balancing biases; the data position is the step (batches are a function of it).
+  CheckpointState checkpoint;
+  checkpoint.identity = run_identity(parsed, ranks);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const std::string name = "group" + std::to_string(g) + (groups[g].replicated ? ".dense" : ".experts");
+    checkpoint.buffers.push_back({name + ".params", groups[g].params});
+    checkpoint.buffers.push_back({name + ".adam_m", &groups[g].m});
+    checkpoint.buffers.push_back({name + ".adam_v", &groups[g].v});
+  }
+  for (size_t l = 0; l < moe.size(); ++l) {
+    checkpoint.buffers.push_back({"layer" + std::to_string(l) + ".selection_bias", &moe[l]->selection_bias()});
+  }
+  int first_step = 0;
+  if (!o.resume.empty()) {
+    first_step = static_cast<int>(load_checkpoint(o.resume, comm, checkpoint));
+    if (first_step >= o.steps) {
+      throw UsageError("--resume: '" + o.resume + "' is at step " + std::to_string(first_step) +
+                       ", the end of a " + std::to_string(o.steps) + "-step run; nothing to do");
+    }
+  }
 
   if (rank == 0) {
     cli::print_config_table(std::cout, "train", parsed);
@@ -424,7 +482,10 @@ int run_train_command(int argc, char** argv) {
 
   std::pair<double, double> last_eval{0.0, 0.0};
   const double run_start = MPI_Wtime();
-  for (int step = 0; step < o.steps; ++step) {
+  if (rank == 0 && first_step > 0) {
+    std::printf("# resumed from %s at step %d\n", o.resume.c_str(), first_step);
+  }
+  for (int step = first_step; step < o.steps; ++step) {
     MOEBENCH_MPI_CHECK(MPI_Barrier(comm));
     const double step_start = MPI_Wtime();
     double phase[kPhases] = {};
@@ -553,7 +614,7 @@ int run_train_command(int argc, char** argv) {
     step_ms_total += step_ms;
 
     if (rank == 0 && ((step + 1) % o.log_every == 0 || step == 0)) {
-      const double eta = (MPI_Wtime() - run_start) / (step + 1) * (o.steps - step - 1);
+      const double eta = (MPI_Wtime() - run_start) / (step + 1 - first_step) * (o.steps - step - 1);
       std::printf("step %5d/%d | loss %.4f | lr %.2e | %.1f ms | %.0f tok/s", step + 1, o.steps,
                   losses[0], lr, step_ms, tokens_per_s);
       if (!moe.empty()) {
@@ -564,6 +625,19 @@ int run_train_command(int argc, char** argv) {
       std::fflush(stdout);
     }
     if ((step + 1) % o.eval_every == 0 && step + 1 < o.steps) last_eval = evaluate(step + 1);
+    if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0) {
+      // One directory per checkpoint, <checkpoint>/step_<N> (resume from any of them).
+      checkpoint.step = step + 1;
+      std::string error;
+      if (rank == 0 && ::mkdir(o.checkpoint.c_str(), 0755) != 0 && errno != EEXIST) {
+        error = "cannot create checkpoint directory '" + o.checkpoint + "': " + std::strerror(errno) +
+                " (pass another --checkpoint)";
+      }
+      cli::agree_or_throw(comm, error.empty(), error);
+      const std::string path = o.checkpoint + "/step_" + std::to_string(step + 1);
+      save_checkpoint(path, comm, checkpoint);
+      if (rank == 0) std::printf("# checkpoint: %s\n", path.c_str());
+    }
   }
   last_eval = evaluate(o.steps);
   trace.set_attribute("/train", "complete", static_cast<int64_t>(1));
@@ -571,8 +645,8 @@ int run_train_command(int argc, char** argv) {
   trace.set_attribute("/eval", "final_bpb", last_eval.second);
   trace.close();
   if (rank == 0) {
-    const double tokens = static_cast<double>(o.steps) * ranks * B * T;
-    std::printf("\n# done: %d steps, %.0f tokens in %.1f s (%.0f tokens/s)\n", o.steps, tokens,
+    const double tokens = static_cast<double>(o.steps - first_step) * ranks * B * T;
+    std::printf("\n# done: %d steps, %.0f tokens in %.1f s (%.0f tokens/s)\n", o.steps - first_step, tokens,
                 clock_total, tokens / clock_total);
     std::printf("# final validation: loss %.4f, perplexity %.3f, %.4f bits/byte\n", last_eval.first,
                 std::exp(last_eval.first), last_eval.second);
