@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "moebench/check.hpp"
+#include "moebench/little_endian.hpp"
 #include "moebench/data.hpp"
 
 namespace moebench {
@@ -36,22 +37,6 @@ std::string in_quotes(const std::string& path) { return "'" + path + "'"; }
 // "create one with `moebench data --input TEXT_FILE --out x.bin`"
 std::string create_hint(const std::string& path) { return kCreateHint + path + "`"; }
 
-void put_u32(unsigned char* out, uint32_t value) {
-  for (int i = 0; i < 4; ++i) out[i] = static_cast<unsigned char>(value >> (8 * i));
-}
-void put_u64(unsigned char* out, uint64_t value) {
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<unsigned char>(value >> (8 * i));
-}
-uint32_t get_u32(const unsigned char* in) {
-  uint32_t value = 0;
-  for (int i = 0; i < 4; ++i) value |= static_cast<uint32_t>(in[i]) << (8 * i);
-  return value;
-}
-uint64_t get_u64(const unsigned char* in) {
-  uint64_t value = 0;
-  for (int i = 0; i < 8; ++i) value |= static_cast<uint64_t>(in[i]) << (8 * i);
-  return value;
-}
 
 // The largest vocabulary whose ids fit `width` bytes (and int32_t in memory).
 uint64_t max_vocab(int width) {

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "moebench/check.hpp"
+#include "moebench/little_endian.hpp"
 #include "moebench/cli.hpp"
 
 namespace moebench {
@@ -75,22 +76,6 @@ std::string hex64(uint64_t value) {
   return text;
 }
 
-void append_u32(std::vector<unsigned char>& out, uint32_t value) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<unsigned char>(value >> (8 * i)));
-}
-void append_u64(std::vector<unsigned char>& out, uint64_t value) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<unsigned char>(value >> (8 * i)));
-}
-uint32_t get_u32(const unsigned char* in) {
-  uint32_t value = 0;
-  for (int i = 0; i < 4; ++i) value |= static_cast<uint32_t>(in[i]) << (8 * i);
-  return value;
-}
-uint64_t get_u64(const unsigned char* in) {
-  uint64_t value = 0;
-  for (int i = 0; i < 8; ++i) value |= static_cast<uint64_t>(in[i]) << (8 * i);
-  return value;
-}
 
 // Whole-string unsigned number in `base`; false for anything else.
 bool parse_number(std::string_view text, uint64_t& value, int base = 10) {
