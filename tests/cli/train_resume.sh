@@ -15,9 +15,10 @@ source "$here/lib.bash"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-run=(--d-model 32 --layers 2 --heads 2 --experts 4 --top-k 2 --capacity-factor 1.0 --router softk
+common=(--d-model 32 --layers 2 --heads 2 --top-k 2 --capacity-factor 1.0 --router softk
      --balance bias --seq-len 32 --batch-size 2 --steps 12 --lr 2e-3 --warmup 3 --eval-every 100
      --eval-batches 1)
+run=("${common[@]}" --experts 4)
 expect_success "final validation" -- "$mpirun" -np 2 "$moebench" train "${run[@]}" --out "$work/whole.h5"
 expect_success "checkpoint: $work/part.ckpt/step_6$" -- \
   "$mpirun" -np 2 "$moebench" train "${run[@]}" --checkpoint-every 6 --out "$work/part.h5"
@@ -34,7 +35,7 @@ for name in ('train/loss', 'train/grad_norm', 'routing/layer_0/load', 'eval/loss
 print('bitwise')
 "
 expect_failure "it was saved with experts=4 but this run has experts=8" -- \
-  "$mpirun" -np 2 "$moebench" train "${run[@]}" --experts 8 --resume "$work/part.ckpt/step_6" --out "$work/x.h5"
+  "$mpirun" -np 2 "$moebench" train "${common[@]}" --experts 8 --resume "$work/part.ckpt/step_6" --out "$work/x.h5"
 expect_failure "resume with mpirun -np 2" -- \
   "$mpirun" -np 4 "$moebench" train "${run[@]}" --resume "$work/part.ckpt/step_6" --out "$work/x.h5"
 printf 'X' | dd of="$work/part.ckpt/step_6/rank_1.bin" bs=1 seek=100 conv=notrunc 2>/dev/null
