@@ -34,14 +34,7 @@ expect_failure "cannot read config file '$work/none.ini'" -- \
   "$moebench" capacity --config "$work/none.ini"
 
 # Every rank exits non-zero (not only the one that printed).
-expect_success -- "$mpirun" -np 4 bash -c \
-  "'$moebench' capacity --experts 6 --out '$work/g.h5' >/dev/null 2>&1; echo \"rank exit \$?\""
-count=$(grep -c '^rank exit 2$' <<<"$LAST_OUTPUT")
-if [ "$count" = 4 ]; then
-  _lib_pass "all 4 ranks exit with status 2"
-else
-  _lib_fail "all 4 ranks exit with status 2" "found $count of 4 'rank exit 2' lines"
-fi
+expect_every_rank_exits 2 4 "$mpirun" -- "$moebench" capacity --experts 6 --out "$work/g.h5"
 
 # Nothing was left behind by the failed runs.
 leftover=$(find "$work" -name '*.h5' -o -name '*.csv' | wc -l)

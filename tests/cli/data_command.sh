@@ -106,14 +106,7 @@ expect_failure "--input: '$work/shard.bin' is already a token shard" --status 2 
 rm -f "$work/shard.bin"
 
 # Every rank exits with status 2 when rank 0 finds the input missing.
-expect_success -- "$mpirun" -np 2 bash -c \
-  "'$moebench' data --input '$work/none.txt' --out '$work/k.bin' >/dev/null 2>&1; echo \"rank exit \$?\""
-count=$(grep -c '^rank exit 2$' <<<"$LAST_OUTPUT")
-if [ "$count" = 2 ]; then
-  _lib_pass "both ranks exit with status 2"
-else
-  _lib_fail "both ranks exit with status 2" "found $count of 2 'rank exit 2' lines"
-fi
+expect_every_rank_exits 2 2 "$mpirun" -- "$moebench" data --input "$work/none.txt" --out "$work/k.bin"
 
 # Nothing was left behind by the failed runs: no shard, no temporary file.
 leftover=$(find "$work" -name '*.bin' -o -name '*.tmp' | wc -l)

@@ -137,6 +137,24 @@ expect_failure() {
   _lib_pass "$name with status $LAST_STATUS, /$regex/ once"
 }
 
+# expect_every_rank_exits STATUS NP MPIRUN -- COMMAND...: launched as MPIRUN -np NP, every
+# rank of COMMAND exits with STATUS (not only the rank that printed the message).
+expect_every_rank_exits() {
+  local status=$1 np=$2 mpirun=$3
+  shift 3
+  [ "${1-}" = "--" ] && shift
+  local command name count
+  command=$(printf '%q ' "$@")
+  name="all $np ranks of $(_lib_describe "$@") exit with status $status"
+  _lib_run "$mpirun" -np "$np" bash -c "$command >/dev/null 2>&1; echo \"rank exit \$?\""
+  count=$(grep -c "^rank exit $status\$" "$LIB_OUTPUT_FILE")
+  if [ "$count" = "$np" ]; then
+    _lib_pass "$name"
+  else
+    _lib_fail "$name" "found $count of $np 'rank exit $status' lines"
+  fi
+}
+
 finish() {
   if [ "$LIB_FAILURES" != 0 ]; then
     echo "FAILED: $LIB_FAILURES of $LIB_CHECKS checks failed"
