@@ -530,16 +530,12 @@ void route_backward(float* d_logits, const float* d_gate, const RoutingPlan& pla
                             config.router == RouterKind::expert_choice;
   const bool aux = config.balance == BalanceKind::aux;
   const bool z_loss = config.z_loss_coeff > 0.0f;
-  // d(aux)/d p[t, e] = alpha * E * f_e / T, the same for every token.
-  std::vector<double> aux_grad;
-  if (aux) {
-    aux_grad.resize(E);
-    for (int e = 0; e < E; ++e) {
-      aux_grad[e] = static_cast<double>(config.aux_loss_coeff) * E *
-                    (static_cast<double>(plan.demand[e]) / (static_cast<double>(T) * config.top_k)) /
-                    T;
-    }
-  }
+  // d(aux)/d p[t, e] = alpha * E * f_e / T = aux_scale * demand_e, the same for every token
+  // (f_e = demand_e / (T k)); computed per use, so the backward pass allocates nothing.
+  const double aux_scale = aux ? static_cast<double>(config.aux_loss_coeff) * E /
+                                     (static_cast<double>(T) * config.top_k * T)
+                               : 0.0;
+  const int64_t* demand = plan.demand.data();
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < T; ++t) {
     float* dz = d_logits + static_cast<int64_t>(t) * E;
@@ -552,14 +548,14 @@ void route_backward(float* d_logits, const float* d_gate, const RoutingPlan& pla
       // dp is sparse for the gates and dense for aux; accumulate sum_e p_e dp_e in double.
       double dot = 0.0;
       if (aux) {
-        for (int e = 0; e < E; ++e) dot += p[e] * aux_grad[e];
+        for (int e = 0; e < E; ++e) dot += p[e] * (aux_scale * static_cast<double>(demand[e]));
       }
       if (gate_is_prob) {
         for (int s = 0; s < slots; ++s)
           if (plan.kept[base + s]) dot += static_cast<double>(p[plan.expert[base + s]]) * d_gate[base + s];
       }
       for (int e = 0; e < E; ++e) {
-        const double dp = aux ? aux_grad[e] : 0.0;
+        const double dp = aux_scale * static_cast<double>(demand[e]);
         dz[e] = static_cast<float>(p[e] * (dp - dot));
       }
       if (gate_is_prob) {

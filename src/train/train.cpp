@@ -422,6 +422,9 @@ int run_train_command(int argc, char** argv) {
   std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
   const BatchSlice slice{rank, ranks, B, T};
   std::vector<RoutingStats> stats(moe.size());
+  // Per-step rows of the /comm series, allocated once.
+  std::vector<int64_t> bytes(static_cast<size_t>(kNumExchangePhases) * ranks);
+  std::vector<double> exchange_ms(kNumExchangePhases);
   double clock_total = 0.0, step_ms_total = 0.0;
   double phase_total[kPhases] = {};  // this rank's seconds per phase over the run
 
@@ -586,8 +589,6 @@ int run_train_command(int argc, char** argv) {
       ls.z.append(&m.z_loss);
       ls.load.append(stats[l].load.data());
       ls.demand.append(stats[l].demand.data());
-      std::vector<int64_t> bytes(static_cast<size_t>(kNumExchangePhases) * ranks);
-      std::vector<double> exchange_ms(kNumExchangePhases);
       for (int p = 0; p < kNumExchangePhases; ++p) {
         for (int d = 0; d < ranks; ++d) bytes[p * ranks + d] = moe[l]->dispatcher().bytes_sent()[p][d];
         exchange_ms[p] = 1e3 * moe[l]->dispatcher().timings().exchange[p];
