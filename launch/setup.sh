@@ -10,6 +10,7 @@ packages=(
   libboost-program-options-dev        # command line and INI configs
   libopenblas-dev                     # BLAS for the expert and router GEMMs
   libgtest-dev                        # unit and MPI tests
+  libsentencepiece-dev                # BPE tokenizer (moebench data --tokenizer bpe)
   python3 python3-h5py python3-numpy  # trace checks in tests, analysis tools
   python3-torch                       # PyTorch reference of the model (tests/cli/torch_reference.sh)
 )

@@ -16,6 +16,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <istream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -44,6 +46,58 @@ void encode_bytes(int32_t* tokens, std::string_view text);
 std::vector<int32_t> encode_bytes(std::string_view text);
 // The bytes back; every token must be in [0, 256) (moebench::Error otherwise).
 std::string decode_bytes(const int32_t* tokens, size_t count);
+
+// ---- BPE tokenizer (SentencePiece) ----------------------------------------------------------
+
+// A SentencePiece BPE model set up so that tokens cover the text's bytes exactly: identity
+// normalisation, no dummy prefix, whitespace kept, byte fallback (a character the model has no
+// piece for becomes its UTF-8 bytes), '<|endoftext|>' one user-defined piece, no BOS/EOS. So
+// decode(encode(text)) == text, and the bytes of the tokens of a text sum to its size, which
+// is what bits per byte needs. A newline is never inside a piece: text is encoded line by
+// line and each '\n' is the byte token <0x0A>.
+struct BpeTrainOptions {
+  uint32_t vocab_size = 1024;
+  uint64_t seed = kDefaultCorpusSeed;           // SentencePiece's sampling and shuffling
+  int64_t max_sentences = 1000000;             // lines sampled for training (all if fewer)
+};
+
+class BpeTokenizer {
+ public:
+  // Trains on the lines of `lines` (read to the end). UsageError with SentencePiece's reason
+  // and the fix when the vocabulary is too small for the byte fallback or too large for the
+  // text.
+  static BpeTokenizer train(std::istream& lines, const BpeTrainOptions& options);
+  // UsageError naming the file and the fix when it is missing or not a SentencePiece model.
+  static BpeTokenizer load(const std::string& path);
+
+  BpeTokenizer(BpeTokenizer&&) noexcept;
+  BpeTokenizer& operator=(BpeTokenizer&&) noexcept;
+  ~BpeTokenizer();
+
+  // Writes the model to "<path>.tmp", then renames it (UsageError when it cannot).
+  void save(const std::string& path) const;
+  uint32_t vocab_size() const;
+  // Appends the tokens of `text` (any bytes; newlines included) to `tokens`.
+  void encode(std::string_view text, std::vector<int32_t>& tokens) const;
+  std::string decode(const int32_t* tokens, size_t count) const;
+  // bytes[id] = the number of text bytes token `id` stands for (0 for control pieces).
+  std::vector<int32_t> token_bytes() const;
+
+ private:
+  struct Impl;
+  explicit BpeTokenizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The tokenizer model written beside a shard by `moebench data --tokenizer bpe`: the shard's
+// path with its extension replaced by ".model" (data/x.bin -> data/x.model).
+std::string tokenizer_model_beside(const std::string& shard_path);
+
+// bytes[id] for every token of a dataset's vocabulary: all 1 for byte-level (256) tokens;
+// otherwise the BPE model at `model_path` ("" = tokenizer_model_beside(data_path)), whose
+// vocabulary must match. UsageError naming the files and the fix otherwise.
+std::vector<int32_t> token_bytes_for(uint32_t vocab_size, const std::string& data_path,
+                                     const std::string& model_path);
 
 // ---- token shards ---------------------------------------------------------------------------
 

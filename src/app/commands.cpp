@@ -18,7 +18,7 @@ std::vector<moebench::cli::Command> moebench_commands() {
        "all-to-all benchmark: time, algbw and busbw per message size and exchange algorithm",
        moebench::run_alltoall_command},
       {"data",
-       "prepares token shards: byte-level tokens of a text file or of the built-in story corpus",
+       "prepares token shards: byte-level or BPE (SentencePiece) tokens of a text or the built-in corpus",
        moebench::run_data_command},
   };
 }

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -24,6 +27,9 @@ constexpr int64_t kChunkTokens = int64_t{1} << 20;  // tokens per read/append of
 struct DataOptions {
   std::string input;  // "" = the built-in corpus
   std::string out;
+  bool bpe = false;
+  uint32_t vocab_size = 0;      // BPE only
+  std::string tokenizer_model;  // BPE only: where the SentencePiece model goes
   uint64_t corpus_bytes = kDefaultCorpusBytes;
   uint64_t seed = kDefaultCorpusSeed;
 };
@@ -38,7 +44,11 @@ po::options_description data_options() {
       ("out", po::value<std::string>()->value_name("FILE")->required(),
        "token shard to write (required)")
       ("tokenizer", po::value<std::string>()->default_value("byte"),
-       "byte (vocabulary 256, token = byte value); bpe is not built yet")
+       "byte (vocabulary 256, token = byte value) | bpe (SentencePiece BPE trained on the text)")
+      ("vocab-size", po::value<uint32_t>()->value_name("N"),
+       "BPE vocabulary size (required with --tokenizer bpe; at least 256 bytes + the characters)")
+      ("tokenizer-model", po::value<std::string>()->value_name("FILE"),
+       "where the BPE model goes (default: --out with the extension .model)")
       ("corpus-bytes", po::value<uint64_t>()->default_value(kDefaultCorpusBytes),
        "size of the built-in corpus in bytes (whole stories, without --input)")
       ("seed", po::value<uint64_t>()->default_value(kDefaultCorpusSeed),
@@ -55,14 +65,24 @@ DataOptions resolve(const cli::ParsedCommand& parsed) {
   o.corpus_bytes = vm["corpus-bytes"].as<uint64_t>();
   o.seed = vm["seed"].as<uint64_t>();
   const std::string tokenizer = vm["tokenizer"].as<std::string>();
-  if (tokenizer == "bpe") {
-    throw UsageError(
-        "--tokenizer bpe: BPE (SentencePiece) token shards are not built yet; "
-        "use --tokenizer byte");
+  if (tokenizer != "byte" && tokenizer != "bpe") {
+    throw UsageError("--tokenizer: unknown value '" + tokenizer + "' (accepted: byte, bpe)");
   }
-  if (tokenizer != "byte") {
-    throw UsageError("--tokenizer: unknown value '" + tokenizer +
-                     "' (accepted: byte; bpe is planned)");
+  o.bpe = tokenizer == "bpe";
+  if (o.bpe) {
+    if (vm.count("vocab-size") == 0) {
+      throw UsageError("--tokenizer bpe needs --vocab-size N, e.g. --vocab-size 1024");
+    }
+    o.vocab_size = vm["vocab-size"].as<uint32_t>();
+    o.tokenizer_model = vm.count("tokenizer-model") != 0 ? vm["tokenizer-model"].as<std::string>()
+                                                         : tokenizer_model_beside(o.out);
+    if (o.tokenizer_model.empty() || o.tokenizer_model == o.out) {
+      throw UsageError("--tokenizer-model must be a path other than --out");
+    }
+  } else if (vm.count("vocab-size") != 0 || vm.count("tokenizer-model") != 0) {
+    throw UsageError(
+        "--vocab-size and --tokenizer-model apply to --tokenizer bpe only; the byte tokenizer "
+        "has 256 tokens and no model");
   }
   if (vm.count("input") != 0 && o.input.empty()) {
     throw UsageError(
@@ -91,45 +111,100 @@ DataOptions resolve(const cli::ParsedCommand& parsed) {
 struct Written {
   int64_t tokens = 0;
   int64_t file_bytes = 0;
+  int64_t text_bytes = 0;
+  uint32_t vocab = kByteVocabSize;
   std::string source;  // "'x.txt'" or "the built-in story corpus (seed 1)"
 };
 
-Written write_shard(const DataOptions& o) {
-  Written written;
-  if (o.input.empty()) {
-    const std::string text = generate_stories(o.seed, static_cast<size_t>(o.corpus_bytes));
-    const std::vector<int32_t> tokens = encode_bytes(text);
-    TokenShardWriter writer(o.out, kByteVocabSize);
-    writer.append(tokens.data(), tokens.size());
-    writer.close();
-    written = {writer.tokens_written(), writer.file_bytes(),
-               "the built-in story corpus (seed " + std::to_string(o.seed) + ")"};
-    return written;
-  }
+std::string builtin_source(const DataOptions& o) {
+  return "the built-in story corpus (seed " + std::to_string(o.seed) + ")";
+}
+
+// --input as a validated text file (UsageError naming the path and the fix otherwise).
+TokenShardReader open_input_text(const DataOptions& o) {
   if (is_token_shard(o.input)) {
     throw UsageError("--input: '" + o.input +
                      "' is already a token shard; pass it to --data "
                      "as it is, or give --input the text it was made from");
   }
-  // The byte tokenizer maps each byte to itself, so the text file is read in windows as byte
-  // tokens and never held in memory whole.
-  TokenShardReader text = [&] {
-    try {
-      return TokenShardReader::open_text_bytes(o.input);
-    } catch (const UsageError& error) {
-      throw UsageError(std::string("--input: ") + error.what() +
-                       " (or omit --input to use the built-in story corpus)");
-    }
-  }();
+  try {
+    return TokenShardReader::open_text_bytes(o.input);
+  } catch (const UsageError& error) {
+    throw UsageError(std::string("--input: ") + error.what() +
+                     " (or omit --input to use the built-in story corpus)");
+  }
+}
+
+Written write_byte_shard(const DataOptions& o) {
   TokenShardWriter writer(o.out, kByteVocabSize);
-  std::vector<int32_t> chunk(static_cast<size_t>(std::min(kChunkTokens, text.size())));
-  for (int64_t offset = 0; offset < text.size(); offset += kChunkTokens) {
-    const int64_t count = std::min(kChunkTokens, text.size() - offset);
-    text.read(chunk.data(), offset, count);
-    writer.append(chunk.data(), static_cast<size_t>(count));
+  Written written;
+  if (o.input.empty()) {
+    const std::vector<int32_t> tokens =
+        encode_bytes(generate_stories(o.seed, static_cast<size_t>(o.corpus_bytes)));
+    writer.append(tokens.data(), tokens.size());
+    written.source = builtin_source(o);
+  } else {
+    // The byte tokenizer maps each byte to itself, so the text file is read in windows as byte
+    // tokens and never held in memory whole.
+    const TokenShardReader text = open_input_text(o);
+    std::vector<int32_t> chunk(static_cast<size_t>(std::min(kChunkTokens, text.size())));
+    for (int64_t offset = 0; offset < text.size(); offset += kChunkTokens) {
+      const int64_t count = std::min(kChunkTokens, text.size() - offset);
+      text.read(chunk.data(), offset, count);
+      writer.append(chunk.data(), static_cast<size_t>(count));
+    }
+    written.source = "'" + o.input + "'";
   }
   writer.close();
-  written = {writer.tokens_written(), writer.file_bytes(), "'" + o.input + "'"};
+  written.tokens = written.text_bytes = writer.tokens_written();
+  written.file_bytes = writer.file_bytes();
+  return written;
+}
+
+// Trains the BPE model on the text, then encodes the text line by line into the shard; the
+// shard and the model each appear only once complete (and the shard is removed again if the
+// model cannot be written).
+Written write_bpe_shard(const DataOptions& o) {
+  std::unique_ptr<std::istream> text;
+  auto rewind = [&] {
+    if (o.input.empty()) {
+      text = std::make_unique<std::istringstream>(
+          generate_stories(o.seed, static_cast<size_t>(o.corpus_bytes)));
+    } else {
+      text = std::make_unique<std::ifstream>(o.input, std::ios::binary);
+    }
+    if (!*text) throw UsageError("--input: '" + o.input + "' cannot be read; check its permissions");
+  };
+  Written written;
+  written.source = o.input.empty() ? builtin_source(o) : "'" + o.input + "'";
+  if (!o.input.empty()) open_input_text(o);  // the checks and messages of the byte path
+  rewind();
+  const BpeTokenizer tokenizer = BpeTokenizer::train(*text, {o.vocab_size, o.seed});
+  rewind();
+  TokenShardWriter writer(o.out, tokenizer.vocab_size());
+  std::vector<int32_t> tokens;
+  std::string line;
+  while (std::getline(*text, line)) {
+    if (!text->eof()) line.push_back('\n');  // the last line may end without one
+    written.text_bytes += static_cast<int64_t>(line.size());
+    tokenizer.encode(line, tokens);
+    if (static_cast<int64_t>(tokens.size()) >= kChunkTokens) {
+      writer.append(tokens.data(), tokens.size());
+      tokens.clear();
+    }
+  }
+  if (text->bad()) throw UsageError("--input: reading '" + o.input + "' failed");
+  writer.append(tokens.data(), tokens.size());
+  writer.close();
+  try {
+    tokenizer.save(o.tokenizer_model);
+  } catch (const UsageError& error) {
+    std::remove(o.out.c_str());
+    throw UsageError(std::string("--tokenizer-model: ") + error.what());
+  }
+  written.tokens = writer.tokens_written();
+  written.file_bytes = writer.file_bytes();
+  written.vocab = tokenizer.vocab_size();
   return written;
 }
 
@@ -145,9 +220,10 @@ int run_data_command(int argc, char** argv) {
     if (rank == 0) {
       cli::print_command_help(
           std::cout, "data",
-          "Prepares token shards: byte-level tokens of a text file (--input) or of the built-in\n"
-          "story corpus, written as a moebench token shard (format: docs/data.md). Rank 0 does\n"
-          "the work; run it on one process.",
+          "Prepares token shards of a text file (--input) or of the built-in story corpus:\n"
+          "byte-level tokens, or BPE tokens of a SentencePiece model trained on the same text\n"
+          "(--tokenizer bpe --vocab-size N; the model is written beside the shard). Format:\n"
+          "docs/data.md. Rank 0 does the work; run it on one process.",
           options);
     }
     return 0;
@@ -159,18 +235,20 @@ int run_data_command(int argc, char** argv) {
   std::string error;
   if (rank == 0) {
     try {
-      written = write_shard(o);
+      written = o.bpe ? write_bpe_shard(o) : write_byte_shard(o);
     } catch (const UsageError& usage) {
       error = usage.what();
     }
   }
   cli::agree_or_throw(comm, error.empty(), error);  // the other ranks wait here
   if (rank == 0) {
-    std::printf(
-        "moebench data: wrote %lld tokens (%lld bytes, byte tokenizer, vocab %u, 1 byte/token) "
-        "from %s to '%s'\n",
-        static_cast<long long>(written.tokens), static_cast<long long>(written.file_bytes),
-        kByteVocabSize, written.source.c_str(), o.out.c_str());
+    std::printf("moebench data: wrote %lld tokens (%lld bytes, %s tokenizer, vocab %u, %.3f text "
+                "bytes/token) from %s to '%s'\n",
+                static_cast<long long>(written.tokens), static_cast<long long>(written.file_bytes),
+                o.bpe ? "bpe" : "byte", written.vocab,
+                static_cast<double>(written.text_bytes) / static_cast<double>(std::max<int64_t>(written.tokens, 1)),
+                written.source.c_str(), o.out.c_str());
+    if (o.bpe) std::printf("moebench data: wrote the tokenizer model to '%s'\n", o.tokenizer_model.c_str());
   }
   return 0;
 }

@@ -40,6 +40,9 @@ po::options_description train_options() {
   options.add_options()
       ("data", po::value<std::string>()->default_value(""),
        "token shard or text file (default: the built-in story corpus)")
+      ("tokenizer-model", po::value<std::string>()->default_value(""),
+       "BPE data: the SentencePiece model that wrote --data, for bits per byte (default: "
+       "beside the shard, data/x.bin -> data/x.model)")
       ("val-fraction", po::value<double>()->default_value(kDefaultValFraction),
        "fraction of the tokens (at the end) held out for validation")
       ("out", po::value<std::string>()->default_value("train.h5"), "HDF5 trace path")
@@ -100,7 +103,7 @@ void require(bool ok, const std::string& message) {
 
 struct TrainOptions {
   ModelConfig model;
-  std::string data, out;
+  std::string data, out, tokenizer_model;
   double val_fraction = 0.05, lr = 1e-3, min_lr_ratio = 0.1, weight_decay = 0.1, grad_clip = 1.0;
   int seq_len = 128, batch_size = 8, steps = 1000, warmup = 100, eval_every = 200,
       eval_batches = 4, log_every = 10, trace_flush = 50, threads = 1, checkpoint_every = 0;
@@ -111,6 +114,7 @@ struct TrainOptions {
 TrainOptions resolve(const po::variables_map& vm) {
   TrainOptions o;
   o.data = vm["data"].as<std::string>();
+  o.tokenizer_model = vm["tokenizer-model"].as<std::string>();
   o.out = vm["out"].as<std::string>();
   o.val_fraction = vm["val-fraction"].as<double>();
   o.seed = vm["seed"].as<uint64_t>();
@@ -247,23 +251,28 @@ int run_train_command(int argc, char** argv) {
     }
     return 0;
   }
-  const TrainOptions o = resolve(parsed.values);
+  TrainOptions o = resolve(parsed.values);
   omp_set_num_threads(o.threads);
   openblas_set_num_threads(o.threads);
 
   // Data: every rank opens it; a rank that cannot makes all of them stop with its message.
+  // The model's vocabulary is the data's; token_bytes[id] (text bytes per token) turns the
+  // validation loss into bits per byte, so byte-level and BPE runs compare.
   std::unique_ptr<TokenDataset> dataset;
+  std::vector<int32_t> token_bytes;
   std::string data_error;
   try {
+    if (o.data.empty() && !o.tokenizer_model.empty()) {
+      throw UsageError("--tokenizer-model goes with the BPE shard it wrote (--data); the built-in "
+                       "corpus is byte-level");
+    }
     dataset = std::make_unique<TokenDataset>(
         o.data.empty() ? TokenDataset::builtin(kDefaultCorpusSeed, kDefaultCorpusBytes, o.val_fraction)
                        : TokenDataset::open(o.data, 0, o.val_fraction));
     dataset->require_seq_len(o.seq_len);
-    if (static_cast<int>(dataset->vocab_size()) != o.model.vocab) {
-      throw UsageError("'" + dataset->name() + "' has a vocabulary of " +
-                       std::to_string(dataset->vocab_size()) + " tokens but the model is byte-level (256); "
-                       "write the data with `moebench data --tokenizer byte` or pass a text file");
-    }
+    token_bytes = token_bytes_for(dataset->vocab_size(), dataset->name(), o.tokenizer_model);
+    o.model.vocab = static_cast<int>(dataset->vocab_size());
+    validate_model_config(o.model);
   } catch (const UsageError& error) {
     data_error = error.what();
   }
@@ -347,8 +356,8 @@ int run_train_command(int argc, char** argv) {
     std::printf("# %-28s %12lld  (%lld on each rank)\n", "experts", static_cast<long long>(expert_count),
                 static_cast<long long>(expert_count_local));
     std::printf("# %-28s %12lld\n", "total", static_cast<long long>(dense_count + expert_count));
-    std::printf("# data: %s, %lld train / %lld validation tokens; %d ranks x %d sequences x %d tokens per step\n",
-                dataset->name().c_str(), static_cast<long long>(dataset->train_size()),
+    std::printf("# data: %s (vocabulary %u), %lld train / %lld validation tokens; %d ranks x %d sequences x %d tokens per step\n",
+                dataset->name().c_str(), dataset->vocab_size(), static_cast<long long>(dataset->train_size()),
                 static_cast<long long>(dataset->val_size()), ranks, B, T);
   }
 
@@ -368,6 +377,9 @@ int run_train_command(int argc, char** argv) {
   TraceSeries e_loss = scalar("/eval/loss", "nats", "mean validation cross-entropy");
   TraceSeries e_ppl = scalar("/eval/ppl", "", "exp(loss)");
   TraceSeries e_bpb = scalar("/eval/bpb", "bits/byte", "loss / ln 2 x tokens / bytes");
+  TraceSeries e_bytes = scalar("/eval/bytes_per_token", "bytes",
+                                "text bytes per predicted validation token (1 for byte-level data)");
+  trace.set_attribute("/eval", "vocab_size", static_cast<int64_t>(dataset->vocab_size()));
   struct LayerSeries {
     TraceSeries drop, token_drop, cv, max_ratio, unused, router_entropy, gate_entropy, topk, aux, z;
     TraceSeries load, demand, bytes, exchange_ms;
@@ -429,12 +441,14 @@ int run_train_command(int argc, char** argv) {
   double phase_total[kPhases] = {};  // this rank's seconds per phase over the run
 
   auto evaluate = [&](int step) {
-    double loss_sum = 0.0;
+    double loss_sum = 0.0;      // sum over batches of the mean loss per token (nats)
+    double target_bytes = 0.0;  // text bytes of the predicted tokens
     std::vector<RoutingStats> eval_stats(moe.size());
     for (auto& s : eval_stats) s.reset(E);
     for (int b = 0; b < o.eval_batches; ++b) {
       dataset->val_batch(inputs.data(), targets.data(), slice, b);
       loss_sum += model.forward(inputs.data(), targets.data(), B, T);
+      for (int32_t target : targets) target_bytes += token_bytes[target];
       for (size_t l = 0; l < moe.size(); ++l) {
         routing_stats_add(eval_stats[l], moe[l]->plan(), moe[l]->logits(), moe[l]->config().routing);
       }
@@ -461,15 +475,19 @@ int run_train_command(int argc, char** argv) {
         sample_experts.append(experts.data());
       }
     }
-    double global = 0.0;
-    MOEBENCH_MPI_CHECK(MPI_Allreduce(&loss_sum, &global, 1, MPI_DOUBLE, MPI_SUM, comm));
-    const double loss = global / (static_cast<double>(ranks) * o.eval_batches);
-    const double bpb = loss / std::log(2.0);  // byte-level: one token per byte
+    double sums[2] = {loss_sum, target_bytes}, global[2] = {};
+    MOEBENCH_MPI_CHECK(MPI_Allreduce(sums, global, 2, MPI_DOUBLE, MPI_SUM, comm));
+    const double tokens = static_cast<double>(ranks) * o.eval_batches * B * T;
+    const double loss = global[0] / (static_cast<double>(ranks) * o.eval_batches);
+    // Total nats over the predicted tokens / ln 2 / their text bytes (= loss / ln 2 for bytes).
+    const double bytes_per_token = std::max(global[1], 1.0) / tokens;
+    const double bpb = loss / std::log(2.0) / bytes_per_token;
     const double ppl = std::exp(loss), at = step;
     e_step.append(&at);
     e_loss.append(&loss);
     e_ppl.append(&ppl);
     e_bpb.append(&bpb);
+    e_bytes.append(&bytes_per_token);
     for (auto& s : eval_stats) routing_stats_allreduce(s, comm);
     if (rank == 0) {
       std::printf("eval  step %5d | val loss %.4f | ppl %.3f | %.4f bits/byte", step, loss, ppl, bpb);

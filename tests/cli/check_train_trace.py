@@ -1,6 +1,7 @@
 """Checks a `moebench train` trace (used by tests/cli/train_run.sh).
 
-usage: check_train_trace.py TRACE.h5 RANKS STEPS MOE_BLOCKS EXPERTS
+usage: check_train_trace.py TRACE.h5 RANKS STEPS MOE_BLOCKS EXPERTS [bpe]
+With `bpe`, the data is BPE tokens of more than one text byte each; otherwise byte-level.
 Asserts every group of DESIGN §5 is there with the documented shapes, the run is marked
 complete, loads add up to the kept assignments, and the byte matrices match the loads.
 """
@@ -12,6 +13,7 @@ import numpy as np
 
 def main() -> int:
     path, ranks, steps, blocks, experts = sys.argv[1], *map(int, sys.argv[2:6])
+    bpe = sys.argv[6:] == ["bpe"]
     with h5py.File(path, "r") as f:
         assert f.attrs["command"] == "train", f.attrs["command"]
         assert int(f.attrs["world_size"]) == ranks
@@ -20,7 +22,14 @@ def main() -> int:
             assert f["train"][name].shape == (steps,), name
         assert np.all(np.isfinite(f["train/loss"][...]))
         assert f["eval/loss"].shape[0] >= 1 and f["eval/bpb"].shape == f["eval/loss"].shape
-        assert np.allclose(f["eval/bpb"][...], f["eval/loss"][...] / np.log(2))
+        bytes_per_token = f["eval/bytes_per_token"][...]
+        assert np.allclose(f["eval/bpb"][...], f["eval/loss"][...] / np.log(2) / bytes_per_token)
+        if bpe:
+            assert np.all((bytes_per_token > 1.3) & (bytes_per_token < 4.0)), bytes_per_token
+            assert int(f["eval"].attrs["vocab_size"]) > 256
+        else:
+            assert np.all(bytes_per_token == 1.0), bytes_per_token
+            assert int(f["eval"].attrs["vocab_size"]) == 256
         assert np.allclose(f["eval/ppl"][...], np.exp(f["eval/loss"][...]))
         for layer in range(blocks):
             routing = f[f"routing/layer_{layer}"]

@@ -50,7 +50,7 @@ EOF
 summary='^moebench data: wrote [0-9]+ tokens'
 
 # The built-in corpus: default size (~2 MB), a small one, determinism per seed.
-expect_success "$summary \\([0-9]+ bytes, byte tokenizer, vocab 256, 1 byte/token\\) from the built-in story corpus \\(seed 1\\) to '$work/default.bin'" -- \
+expect_success "$summary \\([0-9]+ bytes, byte tokenizer, vocab 256, 1.000 text bytes/token\\) from the built-in story corpus \\(seed 1\\) to '$work/default.bin'" -- \
   "$moebench" data --out "$work/default.bin"
 check_shard "default built-in shard: header and ~2 MB of stories" "$work/default.bin" 2000000 2200000
 expect_success "$summary" -- "$moebench" data --out "$work/small.bin" --corpus-bytes 50000 --seed 7
@@ -76,6 +76,37 @@ expect_success "$summary" -- "$mpirun" -np 2 "$moebench" data --input "$work/sma
 check_shard "text shard written under mpirun -np 2" "$work/mpi.bin" 1 1000 "$work/small.txt"
 expect_success '^usage: moebench data' -- "$moebench" data --help
 
+# BPE: a SentencePiece model trained on the text, written beside a width-2 shard of its
+# vocabulary; more than one text byte per token; the same seed gives the same files.
+bpe_summary="$summary \\([0-9]+ bytes, bpe tokenizer, vocab (300|400), (1\\.[5-9]|[2-9]\\.)[0-9]* text bytes/token\\)"
+expect_success "$bpe_summary from the built-in story corpus \\(seed 1\\) to '$work/bpe.bin'" -- \
+  "$moebench" data --tokenizer bpe --vocab-size 400 --corpus-bytes 100000 --out "$work/bpe.bin"
+expect_success "$bpe_summary from '$work/small.txt' to '$work/bpe-text.bin'" -- \
+  "$moebench" data --tokenizer bpe --vocab-size 300 --input "$work/small.txt" \
+  --out "$work/bpe-text.bin" --tokenizer-model "$work/text-tokenizer.model"
+"$moebench" data --tokenizer bpe --vocab-size 400 --corpus-bytes 100000 --out "$work/bpe2.bin" >/dev/null 2>&1
+bpe_verdict=$(/usr/bin/python3 -c '
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+magic, version, width, count, vocab, reserved = struct.unpack("<8sIIQII", data[:32])
+tokens = struct.unpack(f"<{count}H", data[32:])
+problems = []
+if (magic, version, width, vocab) != (b"MOETOK\0\0", 1, 2, 400): problems.append(f"header {magic!r} {version} {width} {vocab}")
+if not 20000 < count < 70000: problems.append(f"count {count} for 100 KB of text")
+if max(tokens) >= 400 or len(set(tokens)) < 100: problems.append(f"ids: max {max(tokens)}, {len(set(tokens))} distinct")
+print("ok" if not problems else "; ".join(problems))' "$work/bpe.bin")
+if [ "$bpe_verdict" = ok ] && [ -s "$work/bpe.model" ] && [ -s "$work/text-tokenizer.model" ]; then
+  _lib_pass "BPE shard header, ids and tokenizer models"
+else
+  _lib_fail "BPE shard header, ids and tokenizer models" "$bpe_verdict; $(ls "$work")"
+fi
+if cmp -s "$work/bpe.bin" "$work/bpe2.bin" && cmp -s "$work/bpe.model" "$work/bpe2.model"; then
+  _lib_pass "BPE: the same text and seed give the same model and shard"
+else
+  _lib_fail "BPE: the same text and seed give the same model and shard" "cmp disagrees"
+fi
+rm -f "$work"/*.model
+
 # Bad input: one message, exit status 2.
 : >"$work/empty.txt"
 rm -f "$work"/*.bin
@@ -84,7 +115,11 @@ bad_cases=(
   "--input: '$work/none.txt' does not exist; check the path|--input $work/none.txt --out $work/a.bin"
   "--input: '$work/empty.txt' is empty|--input $work/empty.txt --out $work/b.bin"
   "--input: '$work' is a directory|--input $work --out $work/c.bin"
-  "--tokenizer bpe: BPE \\(SentencePiece\\) token shards are not built yet; use --tokenizer byte|--tokenizer bpe --out $work/d.bin"
+  "--tokenizer bpe needs --vocab-size N|--tokenizer bpe --out $work/d.bin"
+  "--vocab-size and --tokenizer-model apply to --tokenizer bpe only|--vocab-size 300 --out $work/d.bin"
+  "--vocab-size 100: SentencePiece could not train a BPE model on this text: .*Vocabulary size is smaller than required_chars|--tokenizer bpe --vocab-size 100 --corpus-bytes 20000 --out $work/d.bin"
+  "--vocab-size 60000: SentencePiece could not train a BPE model on this text: .*Vocabulary size too high .*Please set it to a value <= [0-9]+|--tokenizer bpe --vocab-size 60000 --corpus-bytes 20000 --out $work/d.bin"
+  "--tokenizer-model: cannot write the tokenizer model '$work/missing/d.model'|--tokenizer bpe --vocab-size 400 --corpus-bytes 20000 --out $work/d.bin --tokenizer-model $work/missing/d.model"
   "--tokenizer: unknown value 'words'|--tokenizer words --out $work/e.bin"
   "unknown option '--bogus'; run 'moebench data --help'|--bogus --out $work/f.bin"
   "cannot write token shard '$work/missing/g.bin': directory '$work/missing' does not exist|--out $work/missing/g.bin --corpus-bytes 1000"
@@ -109,11 +144,11 @@ rm -f "$work/shard.bin"
 expect_every_rank_exits 2 2 "$mpirun" -- "$moebench" data --input "$work/none.txt" --out "$work/k.bin"
 
 # Nothing was left behind by the failed runs: no shard, no temporary file.
-leftover=$(find "$work" -name '*.bin' -o -name '*.tmp' | wc -l)
+leftover=$(find "$work" -name '*.bin' -o -name '*.tmp' -o -name '*.model' | wc -l)
 if [ "$leftover" = 0 ]; then
   _lib_pass "failed runs leave no shard or temporary file"
 else
-  _lib_fail "failed runs leave no shard or temporary file" "found: $(find "$work" -name '*.bin' -o -name '*.tmp')"
+  _lib_fail "failed runs leave no shard or temporary file" "found: $(find "$work" -name '*.bin' -o -name '*.tmp' -o -name '*.model')"
 fi
 
 finish

@@ -7,6 +7,7 @@
 #    router and with hash routing: the corpus' byte-unigram entropy is 4.46 bits, so a model
 #    under 4.0 uses context (80 steps reach ~3.4-3.7); and the training loss falls;
 #  - the trace has every group with the documented shapes;
+#  - BPE data trains, and bits per byte go through its tokenizer model's bytes per token;
 #  - bad input gets one clear message and exit status 2.
 #
 # usage: bash tests/cli/train_run.sh MOEBENCH_BINARY LAUNCH_MPIRUN_SH
@@ -50,6 +51,20 @@ assert loss[-5:].mean() < loss[:5].mean() - 1.5, (loss[:5], loss[-5:])
 print('learned', bpb[-1])
 "
 done
+
+# BPE data (SentencePiece, vocabulary 600): bits per byte use the model written beside the
+# shard; a model of another vocabulary, or none, is refused.
+"$moebench" data --tokenizer bpe --vocab-size 600 --corpus-bytes 300000 --out "$work/bpe.bin" >/dev/null
+"$moebench" data --tokenizer bpe --vocab-size 500 --corpus-bytes 300000 --out "$work/bpe500.bin" >/dev/null
+expect_success "data: .*bpe.bin \(vocabulary 600\)" -- \
+  "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --batch-size 2 --data "$work/bpe.bin" --out "$work/bpe.h5"
+expect_success "train trace OK" -- "$python" "$here/check_train_trace.py" "$work/bpe.h5" 2 8 2 4 bpe
+expect_failure "tokenizer model '$work/bpe500.model' has a vocabulary of 500 but '$work/bpe.bin' holds 600" -- \
+  "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --batch-size 2 --data "$work/bpe.bin" \
+  --tokenizer-model "$work/bpe500.model" --out "$work/x.h5"
+rm "$work/bpe.model"
+expect_failure "'$work/bpe.bin' holds tokens of a vocabulary of 600; bits per byte needs the tokenizer model" -- \
+  "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --batch-size 2 --data "$work/bpe.bin" --out "$work/x.h5"
 
 # Bad input: one clear message, status 2.
 printf '' >"$work/empty.txt"
