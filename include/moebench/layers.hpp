@@ -79,13 +79,21 @@ void lm_head_backward_reference(float* dinp, float* dwte, const float* dlogits, 
 //   att[b, h, t, t2] = softmax_{t2 <= t}(q_t . k_t2 / sqrt(hs)), 0 for t2 > t
 //   out[b, t, h*hs:(h+1)*hs] = sum_{t2 <= t} att[b, h, t, t2] v_t2
 // out [B, T, C]; att [B, NH, T, T] (saved for backward; every entry written). C % NH == 0.
+// The fast path computes, per (b, h), S = Q K^T and out = P V and in backward dP = dout V^T,
+// dQ += dS K, dK += dS^T Q, dV += P^T dout as sgemms over the whole T x T square (the masked
+// half is computed and zeroed: twice the causal FLOPs at BLAS speed), the softmax and its
+// backward row by row under OpenMP. The _reference versions loop over the causal pairs.
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH);
-// Floats of scratch attention_backward needs: B * NH * T.
+void attention_forward_reference(float* out, float* att, const float* qkv, int B, int T, int C,
+                                 int NH);
+// Floats of scratch attention_backward (and its reference) needs: B * NH * T * T.
 int64_t attention_backward_scratch_floats(int B, int T, int NH);
-// dqkv [B, T, 3C] +=. scratch [B, NH, T] (attention_backward_scratch_floats).
+// dqkv [B, T, 3C] +=. scratch [attention_backward_scratch_floats] (contents undefined after).
 // dout [B, T, C]; qkv [B, T, 3C]; att [B, NH, T, T] from the forward pass.
 void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv,
                         const float* att, int B, int T, int C, int NH);
+void attention_backward_reference(float* dqkv, float* scratch, const float* dout,
+                                  const float* qkv, const float* att, int B, int T, int C, int NH);
 
 // ---- dense FFN: out = GELU(inp W1 + b1) W2 + b2 (C -> H -> C, GELU tanh) ------------------
 // The expert kernels of experts.hpp with one expert, so a dense block and an MoE block with

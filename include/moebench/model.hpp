@@ -40,6 +40,15 @@ struct ModelConfig {
 // Checks the model's shape options (UsageError naming the option and the fix).
 void validate_model_config(const ModelConfig& config);
 
+// Model FLOPs of one training token (forward + backward = 3 x forward), the numerator of model
+// FLOP utilisation: 2 FLOPs per weight a token meets in a matrix product -- attention
+// projections (4 C^2), dense FFNs (2 C H), the router, k experts (2 C h each) of each MoE
+// block, the tied head (C V) -- plus 2 x 2 x C x (T + 1) / 2 per block for causal attention
+// scores and values (a token attends to (T + 1) / 2 positions on average). Nominal: dropped
+// assignments count (they are the model's, not the run's); norms, GELU, softmax and the
+// embedding lookup do not.
+double model_flops_per_token(const ModelConfig& config, int seq_len);
+
 // One named tensor of the dense parameter buffer.
 struct ParamTensor {
   std::string name;

@@ -1,10 +1,14 @@
-// Causal multi-head self-attention (forward and backward), plain loops parallelised with
-// OpenMP over (batch, head) pairs: every pair owns its rows of att, its head's columns of out
-// and of dqkv, and its scratch row, so threads never share an output element and every sum
-// runs in a fixed order. See layers.hpp.
-//
-// Cost per (b, h): ~T^2/2 query-key pairs x hs, four hs-long passes in backward (datt, dv,
-// dq, dk). A BLAS-batched version is possible later; this one is the CPU oracle too.
+// Causal multi-head self-attention on BLAS (see layers.hpp). Per (batch, head) pair the four
+// products of forward and five of backward are sgemms over the whole T x T square with the
+// head's strided views of qkv (leading dimension 3C), so nothing is copied; the masked half
+// is computed and then zeroed, twice the causal FLOPs at BLAS speed instead of the reference's
+// hs-long dot products. The pairs' products run one after another, each a threaded sgemm
+// (the pthread OpenBLAS must not be called from an OpenMP region; see experts_fast.cpp),
+// and the row-wise softmax and its backward run for all pairs in one OpenMP region between
+// them. Every element is computed by one thread in a fixed order: results do not depend on
+// the thread count.
+#include <cblas.h>
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -16,94 +20,96 @@
 namespace moebench {
 namespace {
 
-constexpr int64_t kParallelThreshold = 32768;  // multiply-adds of work
+constexpr int64_t kParallelThreshold = 16384;  // row elements of softmax work
 
 void check_shape(int C, int NH) {
   MOEBENCH_CHECK(NH > 0 && C % NH == 0, "attention: channels " + std::to_string(C) +
                                             " are not divisible by heads " + std::to_string(NH));
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-// y [n] += alpha x [n]
-inline void axpy(float* y, float alpha, const float* x, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
-
 }  // namespace
+
+int64_t attention_backward_scratch_floats(int B, int T, int NH) {
+  return int64_t{B} * NH * T * T;
+}
 
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
   check_shape(C, NH);
-  const int64_t hs = C / NH;
-  const int64_t C3 = 3 * int64_t{C};
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hs)));
-  const int64_t work = int64_t{B} * NH * T * T * hs;
-#pragma omp parallel for collapse(2) schedule(static) if (work >= kParallelThreshold)
+  const int hs = C / NH, C3 = 3 * C;
+  const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hs)));
+  const int64_t square = int64_t{T} * T;
+  // S = scale Q K^T for every pair.
   for (int b = 0; b < B; ++b) {
     for (int h = 0; h < NH; ++h) {
-      const float* head = qkv + int64_t{b} * T * C3 + h * hs;  // row t: head + t * C3
-      for (int t = 0; t < T; ++t) {
-        const float* q = head + t * C3;                          // [hs]
-        float* row = att + ((int64_t{b} * NH + h) * T + t) * T;  // [T]
-        for (int t2 = 0; t2 <= t; ++t2) row[t2] = dot(q, head + t2 * C3 + C, hs) * scale;
-        const float row_maximum = row_max(row, t + 1);
-        fast_exp_shifted(row, row, row_maximum, t + 1);
-        const auto inverse_sum = static_cast<float>(1.0 / row_sum(row, t + 1));
-        for (int t2 = 0; t2 <= t; ++t2) row[t2] *= inverse_sum;
-        for (int t2 = t + 1; t2 < T; ++t2) row[t2] = 0.0f;  // masked (future) positions
-
-        float* o = out + (int64_t{b} * T + t) * C + h * hs;  // [hs]
-        for (int64_t i = 0; i < hs; ++i) o[i] = 0.0f;
-        for (int t2 = 0; t2 <= t; ++t2) axpy(o, row[t2], head + t2 * C3 + 2 * C, hs);
-      }
+      const float* q = qkv + int64_t{b} * T * C3 + int64_t{h} * hs;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, C3, q + C, C3,
+                  0.0f, att + (int64_t{b} * NH + h) * square, T);
+    }
+  }
+  // Causal softmax of every row in place; the future positions become 0.
+  const int64_t rows = int64_t{B} * NH * T;
+#pragma omp parallel for schedule(static) if (rows * T >= kParallelThreshold)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = att + r * T;
+    const int t = static_cast<int>(r % T);
+    const float row_maximum = row_max(row, t + 1);
+    fast_exp_shifted(row, row, row_maximum, t + 1);
+    const auto inverse_sum = static_cast<float>(1.0 / row_sum(row, t + 1));
+    for (int t2 = 0; t2 <= t; ++t2) row[t2] *= inverse_sum;
+    for (int t2 = t + 1; t2 < T; ++t2) row[t2] = 0.0f;
+  }
+  // out[b, :, head h] = P V.
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      const float* v = qkv + int64_t{b} * T * C3 + 2 * C + int64_t{h} * hs;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f,
+                  att + (int64_t{b} * NH + h) * square, T, v, C3, 0.0f,
+                  out + int64_t{b} * T * C + int64_t{h} * hs, C);
     }
   }
 }
 
-int64_t attention_backward_scratch_floats(int B, int T, int NH) { return int64_t{B} * NH * T; }
-
-// Per query t of head h, with a = att[b, h, t, :] and s = q_t . k_t2 * scale:
-//   datt[t2] = dout_t . v_t2                 dv_t2 += a[t2] dout_t
-//   ds[t2]   = a[t2] (datt[t2] - sum_j a[j] datt[j])      (softmax backward)
-//   dq_t += scale ds[t2] k_t2                dk_t2 += scale ds[t2] q_t
+// With P = att and dP = dout V^T: dS = P (dP - rowsum(P dP)) scale (softmax backward, scale
+// of the scores folded in), dQ += dS K, dK += dS^T Q, dV += P^T dout.
 void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv,
                         const float* att, int B, int T, int C, int NH) {
   check_shape(C, NH);
-  const int64_t hs = C / NH;
-  const int64_t C3 = 3 * int64_t{C};
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hs)));
-  const int64_t work = int64_t{B} * NH * T * T * hs;
-#pragma omp parallel for collapse(2) schedule(static) if (work >= kParallelThreshold)
+  const int hs = C / NH, C3 = 3 * C;
+  const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hs)));
+  const int64_t square = int64_t{T} * T;
   for (int b = 0; b < B; ++b) {
     for (int h = 0; h < NH; ++h) {
-      const int64_t offset = int64_t{b} * T * C3 + h * hs;
-      const float* head = qkv + offset;  // q of row t at head + t * C3, k at + C, v at + 2C
-      float* dhead = dqkv + offset;
-      float* datt = scratch + (int64_t{b} * NH + h) * T;  // [T]
-      for (int t = 0; t < T; ++t) {
-        const float* row = att + ((int64_t{b} * NH + h) * T + t) * T;  // [T]
-        const float* dy = dout + (int64_t{b} * T + t) * C + h * hs;    // [hs]
-        double weighted = 0.0;                                         // sum_j a[j] datt[j]
-        for (int t2 = 0; t2 <= t; ++t2) {
-          datt[t2] = dot(dy, head + t2 * C3 + 2 * C, hs);
-          axpy(dhead + t2 * C3 + 2 * C, row[t2], dy, hs);
-          weighted += double{row[t2]} * double{datt[t2]};
-        }
-        const auto weighted_f = static_cast<float>(weighted);
-        const float* q = head + t * C3;
-        float* dq = dhead + t * C3;
-        for (int t2 = 0; t2 <= t; ++t2) {
-          const float dscore = row[t2] * (datt[t2] - weighted_f) * scale;
-          axpy(dq, dscore, head + t2 * C3 + C, hs);
-          axpy(dhead + t2 * C3 + C, dscore, q, hs);
-        }
-      }
+      const float* v = qkv + int64_t{b} * T * C3 + 2 * C + int64_t{h} * hs;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f,
+                  dout + int64_t{b} * T * C + int64_t{h} * hs, C, v, C3, 0.0f,
+                  scratch + (int64_t{b} * NH + h) * square, T);
+    }
+  }
+  const int64_t rows = int64_t{B} * NH * T;
+#pragma omp parallel for schedule(static) if (rows * T >= kParallelThreshold)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* p = att + r * T;
+    float* d = scratch + r * T;  // dP in, dS out
+    const int t = static_cast<int>(r % T);
+    float weighted = 0.0f;
+#pragma omp simd reduction(+ : weighted)
+    for (int t2 = 0; t2 <= t; ++t2) weighted += p[t2] * d[t2];
+#pragma omp simd
+    for (int t2 = 0; t2 <= t; ++t2) d[t2] = p[t2] * (d[t2] - weighted) * scale;
+    for (int t2 = t + 1; t2 < T; ++t2) d[t2] = 0.0f;
+  }
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      const int64_t pair = (int64_t{b} * NH + h) * square;
+      const int64_t offset = int64_t{b} * T * C3 + int64_t{h} * hs;
+      const float *q = qkv + offset, *k = q + C, *dy = dout + int64_t{b} * T * C + int64_t{h} * hs;
+      float *dq = dqkv + offset, *dk = dq + C, *dv = dq + 2 * C;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, scratch + pair, T, k,
+                  C3, 1.0f, dq, C3);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, scratch + pair, T, q,
+                  C3, 1.0f, dk, C3);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, att + pair, T, dy, C,
+                  1.0f, dv, C3);
     }
   }
 }

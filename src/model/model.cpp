@@ -49,6 +49,20 @@ void validate_model_config(const ModelConfig& c) {
   throw UsageError(message.str());
 }
 
+double model_flops_per_token(const ModelConfig& c, int seq_len) {
+  const double C = c.d_model, V = c.vocab, T = seq_len;
+  const MoELayerConfig& moe = c.moe;
+  const double router = static_cast<double>(router_param_count(
+      RouterNetShape{moe.router_arch, c.d_model, moe.router_hidden, moe.routing.num_experts}));
+  const double experts = static_cast<double>(moe.routing.top_k) * 2.0 * C * moe.d_hidden;
+  double weights = C * V;  // the tied head
+  for (int block = 0; block < c.layers; ++block) {
+    weights += 4.0 * C * C + (c.is_moe_block(block) ? router + experts : 2.0 * C * c.ffn_hidden);
+  }
+  const double attention = c.layers * 2.0 * 2.0 * C * (T + 1.0) / 2.0;
+  return 3.0 * (2.0 * weights + attention);
+}
+
 MoETransformer::MoETransformer(const ModelConfig& config, MPI_Comm comm, int max_batch,
                                int max_seq_len)
     : config_(config), comm_(comm), max_batch_(max_batch), max_T_(max_seq_len) {

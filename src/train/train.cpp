@@ -373,6 +373,10 @@ int run_train_command(int argc, char** argv) {
   TraceSeries s_norm = scalar("/train/grad_norm", "", "global gradient norm before clipping");
   TraceSeries s_tps = scalar("/train/tokens_per_s", "tokens/s", "training tokens per second, all ranks");
   TraceSeries s_ms = scalar("/train/ms_per_step", "ms", "wall time of the step (slowest rank)");
+  TraceSeries s_flops = scalar("/train/model_flops_per_s", "FLOP/s",
+                               "tokens_per_s x model FLOPs per training token, all ranks");
+  const double flops_per_token = model_flops_per_token(o.model, T);
+  trace.set_attribute("/train", "model_flops_per_token", flops_per_token);
   TraceSeries e_step = scalar("/eval/step", "", "step of the evaluation");
   TraceSeries e_loss = scalar("/eval/loss", "nats", "mean validation cross-entropy");
   TraceSeries e_ppl = scalar("/eval/ppl", "", "exp(loss)");
@@ -627,8 +631,10 @@ int run_train_command(int argc, char** argv) {
     MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &step_s, 1, MPI_DOUBLE, MPI_MAX, comm));
     const double tokens_per_s = static_cast<double>(ranks) * B * T / step_s;
     const double step_ms = 1e3 * step_s;
+    const double flops_per_s = tokens_per_s * flops_per_token;
     s_tps.append(&tokens_per_s);
     s_ms.append(&step_ms);
+    s_flops.append(&flops_per_s);
     clock_total += step_s;
     step_ms_total += step_ms;
 
@@ -665,8 +671,10 @@ int run_train_command(int argc, char** argv) {
   trace.close();
   if (rank == 0) {
     const double tokens = static_cast<double>(o.steps - first_step) * ranks * B * T;
-    std::printf("\n# done: %d steps, %.0f tokens in %.1f s (%.0f tokens/s)\n", o.steps - first_step, tokens,
-                clock_total, tokens / clock_total);
+    std::printf("\n# done: %d steps, %.0f tokens in %.1f s (%.0f tokens/s, model %.2f GFLOP/s = %.2f per rank)\n",
+                o.steps - first_step, tokens, clock_total, tokens / clock_total,
+                1e-9 * flops_per_token * tokens / clock_total,
+                1e-9 * flops_per_token * tokens / clock_total / ranks);
     std::printf("# final validation: loss %.4f, perplexity %.3f, %.4f bits/byte\n", last_eval.first,
                 std::exp(last_eval.first), last_eval.second);
     double accounted = 0.0;

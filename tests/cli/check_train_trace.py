@@ -31,6 +31,9 @@ def main() -> int:
             assert np.all(bytes_per_token == 1.0), bytes_per_token
             assert int(f["eval"].attrs["vocab_size"]) == 256
         assert np.allclose(f["eval/ppl"][...], np.exp(f["eval/loss"][...]))
+        flops_per_token = float(f["train"].attrs["model_flops_per_token"])
+        assert flops_per_token > 0
+        assert np.allclose(f["train/model_flops_per_s"][...], f["train/tokens_per_s"][...] * flops_per_token)
         for layer in range(blocks):
             routing = f[f"routing/layer_{layer}"]
             load, demand = routing["load"][...], routing["demand"][...]

@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -429,10 +430,14 @@ void attention_direct(std::vector<double>& out, std::vector<double>& att,
   }
 }
 
-void expect_attention_matches_definition(int B, int T, int C, int NH) {
+using AttentionForward = void (*)(float*, float*, const float*, int, int, int, int);
+using AttentionBackward = void (*)(float*, float*, const float*, const float*, const float*, int,
+                                   int, int, int);
+
+void expect_attention_matches_definition(AttentionForward forward, int B, int T, int C, int NH) {
   const std::vector<float> qkv = normal_vector(B * T * 3 * C, 1, 1.5);
   std::vector<float> out(B * T * C, kNaN), att(B * NH * T * T, kNaN);
-  attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+  forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
   std::vector<double> out_direct, att_direct;
   attention_direct(out_direct, att_direct, qkv, B, T, C, NH);
   // float scores and the vectorised exp (<= 2e-7 relative) against double: a few 1e-7.
@@ -463,8 +468,47 @@ void expect_attention_matches_definition(int B, int T, int C, int NH) {
 }
 
 TEST(Attention, ForwardMatchesTheDefinition) {
-  expect_attention_matches_definition(2, 7, 12, 3);
-  expect_attention_matches_definition(2, 64, 64, 4);  // above the parallel threshold
+  for (AttentionForward forward : {attention_forward, attention_forward_reference}) {
+    expect_attention_matches_definition(forward, 2, 7, 12, 3);
+    expect_attention_matches_definition(forward, 2, 64, 64, 4);  // above the parallel threshold
+  }
+}
+
+// The BLAS path against the loops over causal pairs, at the quickstart's shape and an odd one:
+// the same att and out, and the same dqkv (accumulated onto the same start) within float
+// rounding of differently ordered sums.
+TEST(Attention, FastPathMatchesTheReference) {
+  for (const auto& [B, T, C, NH] : {std::array<int, 4>{2, 128, 128, 4}, {3, 13, 24, 3}}) {
+    const std::vector<float> qkv = normal_vector(B * T * 3 * C, 4, 1.5);
+    const std::vector<float> dout = normal_vector(B * T * C, 5);
+    std::vector<float> out(B * T * C, kNaN), att(B * NH * T * T, kNaN);
+    std::vector<float> out_ref = out, att_ref = att;
+    attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+    attention_forward_reference(out_ref.data(), att_ref.data(), qkv.data(), B, T, C, NH);
+    std::vector<float> dqkv = normal_vector(qkv.size(), 6), dqkv_ref = dqkv;
+    std::vector<float> scratch(size_of(attention_backward_scratch_floats(B, T, NH)), kNaN);
+    attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), B, T, C,
+                       NH);
+    std::fill(scratch.begin(), scratch.end(), kNaN);
+    attention_backward_reference(dqkv_ref.data(), scratch.data(), dout.data(), qkv.data(),
+                                 att_ref.data(), B, T, C, NH);
+    double worst_out = 0.0, worst_att = 0.0, worst_grad = 0.0, largest_grad = 0.0;
+    double largest_out = 0.0;
+    for (size_t i = 0; i < out.size(); ++i) {
+      worst_out = std::max(worst_out, double(std::fabs(out[i] - out_ref[i])));
+      largest_out = std::max(largest_out, double(std::fabs(out_ref[i])));
+    }
+    for (size_t i = 0; i < att.size(); ++i) worst_att = std::max(worst_att, double(std::fabs(att[i] - att_ref[i])));
+    for (size_t i = 0; i < dqkv.size(); ++i) {
+      worst_grad = std::max(worst_grad, double(std::fabs(dqkv[i] - dqkv_ref[i])));
+      largest_grad = std::max(largest_grad, double(std::fabs(dqkv_ref[i])));
+    }
+    EXPECT_LE(worst_out, 2e-6 * largest_out) << "B " << B << " T " << T;
+    EXPECT_LE(worst_att, 1e-6) << "B " << B << " T " << T;
+    EXPECT_LE(worst_grad, 1e-5 * largest_grad) << "B " << B << " T " << T;
+    std::printf("  B %d T %d C %d NH %d: fast vs reference: out %.1e att %.1e dqkv %.1e (max %.1f)\n",
+                B, T, C, NH, worst_out, worst_att, worst_grad, largest_grad);
+  }
 }
 
 TEST(Attention, RejectsHeadsThatDoNotDivideChannels) {
@@ -512,20 +556,24 @@ TEST(Attention, IsCausal) {
 
 TEST(Attention, GradientMatchesFiniteDifferences) {
   const int B = 2, T = 5, C = 8, NH = 2;
-  std::vector<float> qkv = normal_vector(B * T * 3 * C, 1);
-  const std::vector<float> weights = normal_vector(B * T * C, 2);
-  std::vector<float> out(B * T * C), att(B * NH * T * T);
-  const auto loss = [&] {
-    attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
-    return weighted_sum(out, weights);
-  };
-  loss();
-  const std::vector<float> dqkv0 = normal_vector(qkv.size(), 3);
-  std::vector<float> dqkv = dqkv0;
-  std::vector<float> scratch(size_of(attention_backward_scratch_floats(B, T, NH)), kNaN);
-  attention_backward(dqkv.data(), scratch.data(), weights.data(), qkv.data(), att.data(), B, T, C,
-                     NH);
-  expect_gradient("qkv", qkv, added(dqkv, dqkv0), loss);
+  const std::pair<AttentionForward, AttentionBackward> paths[] = {
+      {attention_forward, attention_backward},
+      {attention_forward_reference, attention_backward_reference}};
+  for (const auto& [forward, backward] : paths) {
+    std::vector<float> qkv = normal_vector(B * T * 3 * C, 1);
+    const std::vector<float> weights = normal_vector(B * T * C, 2);
+    std::vector<float> out(B * T * C), att(B * NH * T * T);
+    const auto loss = [&] {
+      forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+      return weighted_sum(out, weights);
+    };
+    loss();
+    const std::vector<float> dqkv0 = normal_vector(qkv.size(), 3);
+    std::vector<float> dqkv = dqkv0;
+    std::vector<float> scratch(size_of(attention_backward_scratch_floats(B, T, NH)), kNaN);
+    backward(dqkv.data(), scratch.data(), weights.data(), qkv.data(), att.data(), B, T, C, NH);
+    expect_gradient("qkv", qkv, added(dqkv, dqkv0), loss);
+  }
 }
 
 // ---- dense FFN ----------------------------------------------------------------------------

@@ -110,5 +110,29 @@ TEST(Model, HeadsMustDivideDModel) {
   EXPECT_THROW(MoETransformer(config, MPI_COMM_SELF, 1, 4), UsageError);
 }
 
+// Counted by hand: C = 4, V = 10, T = 3, block 0 MoE (E = 4, k = 2, expert width 6, linear
+// router), block 1 dense (H = 8). Weights a token meets: head 40; block 0: 4C^2 = 64, router
+// 16, experts 2 x 2 x 4 x 6 = 96; block 1: 64 + 2 x 4 x 8 = 64. Attention 2 blocks x 2 x 2 x
+// C x (T + 1) / 2 = 64. Forward 2 x 344 + 64 = 752; training 3 x 752.
+TEST(Model, FlopsPerTokenCountedByHand) {
+  ModelConfig config;
+  config.vocab = 10;
+  config.d_model = 4;
+  config.layers = 2;
+  config.moe_every = 2;
+  config.ffn_hidden = 8;
+  config.moe.d_model = 4;
+  config.moe.d_hidden = 6;
+  config.moe.routing.num_experts = 4;
+  config.moe.routing.top_k = 2;
+  config.moe.router_arch = RouterArch::linear;
+  EXPECT_DOUBLE_EQ(model_flops_per_token(config, 3), 3.0 * 752);
+  config.moe.router_arch = RouterArch::mlp;  // router d h + h E = 20 + 20 instead of 16
+  config.moe.router_hidden = 5;
+  EXPECT_DOUBLE_EQ(model_flops_per_token(config, 3), 3.0 * (752 + 2 * 24));
+  config.moe_every = 1;  // block 1 MoE too: 64 + 40 + 96 instead of 128
+  EXPECT_DOUBLE_EQ(model_flops_per_token(config, 3), 3.0 * (752 + 2 * 24 + 2 * 72));
+}
+
 }  // namespace
 }  // namespace moebench
