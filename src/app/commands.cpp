@@ -2,6 +2,7 @@
 #include "commands.hpp"
 
 #include "moebench/alltoall_bench.hpp"
+#include "moebench/analyze.hpp"
 #include "moebench/capacity.hpp"
 #include "moebench/data.hpp"
 #include "moebench/train.hpp"
@@ -17,6 +18,9 @@ std::vector<moebench::cli::Command> moebench_commands() {
       {"alltoall",
        "all-to-all benchmark: time, algbw and busbw per message size and exchange algorithm",
        moebench::run_alltoall_command},
+      {"analyze",
+       "reads train, capacity and alltoall traces; writes the summary table (CSV, Markdown)",
+       moebench::run_analyze_command},
       {"data",
        "prepares token shards: byte-level or BPE (SentencePiece) tokens of a text or the built-in corpus",
        moebench::run_data_command},
