@@ -1,77 +1,242 @@
-// `moebench alltoall` (see alltoall_bench.hpp). Uniform traffic: each rank sends size/P bytes
-// to every rank. Per size and algorithm: --warmup-iters untimed runs, then --iters timed runs
-// between barriers; afterwards one run on data f(seed, source, destination, index) that every
-// receiver checks (the #wrong column).
+// `moebench alltoall` (see alltoall_bench.hpp): the options, their validation, and the
+// dispatch to a pattern (alltoall_uniform.cpp, alltoall_routed.cpp, alltoall_replay.cpp).
 #include "moebench/alltoall_bench.hpp"
 
 #include <mpi.h>
 
 #include <algorithm>
-#include <cstdio>
+#include <cmath>
 #include <iostream>
-#include <memory>
+#include <set>
 #include <sstream>
-#include <string>
-#include <vector>
 
-#include "moebench/alltoall.hpp"
+#include "alltoall_internal.hpp"
 #include "moebench/check.hpp"
-#include "moebench/cli.hpp"
-#include "moebench/random.hpp"
-#include "moebench/table.hpp"
-#include "moebench/trace.hpp"
 
 namespace moebench {
 
+namespace po = boost::program_options;
+using namespace alltoall_detail;
+
 namespace {
 
-namespace po = boost::program_options;
-
 po::options_description alltoall_options() {
-  po::options_description options("moebench alltoall options");
-  options.add_options()
+  po::options_description common("common options");
+  common.add_options()
+      ("pattern", po::value<std::string>()->default_value("uniform"),
+       "traffic: uniform (size sweep, size / P bytes to every rank) | routed (the byte matrix of "
+       "real routing plans: the cost-per-router table) | replay (the matrices of a train trace)")
+      ("algorithm", po::value<std::string>()->default_value("alltoallv,pairwise,hierarchical"),
+       "exchange algorithms to measure (comma-separated): alltoallv | pairwise | hierarchical | "
+       "raw (MPI_Alltoallv called directly by the benchmark loop: the reference for the wrapper)")
+      ("ranks-per-node", po::value<int>()->default_value(0),
+       "hierarchical: ranks per (virtual) node; 0 = the ranks that share memory")
+      ("warmup-iters", po::value<int>()->default_value(5), "untimed iterations per measurement")
+      ("iters", po::value<int>()->default_value(20), "timed iterations per measurement")
+      ("seed", po::value<uint64_t>()->default_value(1234), "seed of the checked data and the logits")
+      ("out", po::value<std::string>()->default_value("alltoall.h5"),
+       "HDF5 trace path; the CSVs are written beside it (same name, .csv, _fit.csv, _predict.csv)");
+  po::options_description uniform("--pattern uniform");
+  uniform.add_options()
       ("min-bytes", po::value<std::string>()->default_value("1K"),
        "smallest size: bytes each rank sends in all (K, M, G suffixes)")
       ("max-bytes", po::value<std::string>()->default_value("16M"), "largest size")
       ("step-factor", po::value<int>()->default_value(2), "multiply the size by this between rows (>= 2)")
-      ("algorithm", po::value<std::string>()->default_value("alltoallv,pairwise,hierarchical"),
-       "exchange algorithms to measure (comma-separated): alltoallv | pairwise | hierarchical")
-      ("ranks-per-node", po::value<int>()->default_value(0),
-       "hierarchical: ranks per (virtual) node; 0 = the ranks that share memory")
-      ("pattern", po::value<std::string>()->default_value("uniform"),
-       "traffic pattern: uniform (size / P bytes to every rank)")
-      ("warmup-iters", po::value<int>()->default_value(5), "untimed iterations per size")
-      ("iters", po::value<int>()->default_value(20), "timed iterations per size")
-      ("seed", po::value<uint64_t>()->default_value(1234), "seed of the checked data")
-      ("out", po::value<std::string>()->default_value("alltoall.h5"),
-       "HDF5 trace path; the CSV is written beside it (same name, .csv)");
+      ("predict", po::value<std::string>()->default_value(""),
+       "rank counts at which to print the alpha-beta MODEL's time per exchange (e.g. 8,64,512,4096)")
+      ("predict-ranks-per-node", po::value<int>()->default_value(8),
+       "ranks per node of the predicted machines (a count up to it is one node)")
+      ("predict-bytes", po::value<std::string>()->default_value(""),
+       "bytes each rank sends in the predicted exchange (default: --max-bytes)")
+      ("intra-bw", po::value<double>()->default_value(0.0),
+       "intra-node link bandwidth of the model, GB/s (0 = each algorithm's fitted 1/beta)")
+      ("inter-bw", po::value<double>()->default_value(0.0),
+       "inter-node link bandwidth of the model, GB/s (0 = the fitted 1/beta)")
+      ("inter-latency-us", po::value<double>()->default_value(-1.0),
+       "inter-node message latency of the model, us (< 0 = the fitted alpha)");
+  po::options_description routed("--pattern routed");
+  routed.add_options()
+      ("router", po::value<std::string>()->default_value("top1,topk_hard,softk,hash,expert_choice"),
+       "routers to compare (comma-separated): top1 | topk_hard | softk | hash | expert_choice "
+       "(top1 always routes with k = 1)")
+      ("experts", po::value<int>()->default_value(64), "experts E (a multiple of the rank count)")
+      ("top-k", po::value<std::string>()->default_value("2"), "top-k values (comma-separated)")
+      ("capacity-factor", po::value<std::string>()->default_value("1.25"),
+       "capacity factors (comma-separated; 0 = dropless, token-choice routers only)")
+      ("dispatch", po::value<std::string>()->default_value("ragged"),
+       "exchange layout the Dispatcher times and the algorithms move: ragged | padded")
+      ("drop-policy", po::value<std::string>()->default_value("position"), "position | prob")
+      ("ec-max-per-token", po::value<int>()->default_value(-1),
+       "expert_choice: experts a token may keep (-1 = top-k, 0 = no limit)")
+      ("distribution", po::value<std::string>()->default_value("gaussian"),
+       "synthetic router logits: gaussian (iid normal) | zipf (expert popularity skew)")
+      ("logit-std", po::value<double>()->default_value(1.0), "standard deviation of the logits")
+      ("zipf-s", po::value<double>()->default_value(1.0),
+       "zipf skew: expert e's popularity ~ (e+1)^-s; also skews the hash router's token ids")
+      ("tokens", po::value<int>()->default_value(2048), "tokens per rank (T)")
+      ("d-model", po::value<int>()->default_value(256), "hidden size d: a token row is d * 4 bytes")
+      ("vocab", po::value<int>()->default_value(50257), "token-id range for hash routing");
+  po::options_description replay("--pattern replay");
+  replay.add_options()
+      ("replay", po::value<std::string>()->default_value(""),
+       "trace of a `moebench train` run whose /comm byte matrices are replayed (same rank count)")
+      ("replay-steps", po::value<int>()->default_value(0), "replay the first N steps (0 = all)");
+  po::options_description options("moebench alltoall options");
+  options.add(common).add(uniform).add(routed).add(replay);
   return options;
 }
 
-std::vector<ExchangeAlgorithm> parse_algorithms(const std::string& text) {
-  std::vector<ExchangeAlgorithm> algorithms;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    algorithms.push_back(parse_exchange_algorithm("--algorithm", item));
-  }
-  if (algorithms.empty()) throw UsageError("--algorithm: give at least one algorithm");
-  return algorithms;
+void require(bool ok, const std::string& message) {
+  if (!ok) throw UsageError(message);
 }
 
-// The value element i of the block from `source` to `destination` must have.
-float expected_value(uint64_t seed, int source, int destination, int64_t i) {
-  return static_cast<float>(random_bits(seed, static_cast<uint64_t>(source) << 20 | destination,
-                                        static_cast<uint64_t>(i)) >> 40);
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) items.push_back(item);
+  return items;
+}
+
+void resolve_uniform(AlltoallOptions& o, const po::variables_map& vm, int ranks) {
+  o.min_bytes = cli::parse_byte_size("--min-bytes", vm["min-bytes"].as<std::string>());
+  o.max_bytes = cli::parse_byte_size("--max-bytes", vm["max-bytes"].as<std::string>());
+  o.step_factor = vm["step-factor"].as<int>();
+  require(o.max_bytes >= o.min_bytes, "--max-bytes must be >= --min-bytes");
+  require(o.max_bytes / ranks / static_cast<int64_t>(sizeof(float)) <= (1LL << 30),
+          "--max-bytes is too large: at most 4 GiB per peer");
+  require(o.step_factor >= 2, "--step-factor must be >= 2");
+  const std::string predict = vm["predict"].as<std::string>();
+  if (predict.empty()) return;
+  o.predict_ranks = cli::parse_int_list("--predict", predict, 1);
+  o.predict_ranks_per_node = vm["predict-ranks-per-node"].as<int>();
+  require(o.predict_ranks_per_node >= 1, "--predict-ranks-per-node must be >= 1");
+  for (int p : o.predict_ranks) {
+    std::ostringstream text;
+    text << "--predict: " << p << " ranks do not fill nodes of --predict-ranks-per-node "
+         << o.predict_ranks_per_node << " (give multiples of it, or counts up to it for one node)";
+    require(p <= o.predict_ranks_per_node || p % o.predict_ranks_per_node == 0, text.str());
+  }
+  const std::string bytes = vm["predict-bytes"].as<std::string>();
+  o.predict_bytes = bytes.empty() ? o.max_bytes : cli::parse_byte_size("--predict-bytes", bytes);
+  o.intra_bw_GBps = vm["intra-bw"].as<double>();
+  o.inter_bw_GBps = vm["inter-bw"].as<double>();
+  o.inter_latency_us = vm["inter-latency-us"].as<double>();
+  require(std::isfinite(o.intra_bw_GBps) && o.intra_bw_GBps >= 0.0,
+          "--intra-bw must be a bandwidth in GB/s >= 0 (0 = the fitted one)");
+  require(std::isfinite(o.inter_bw_GBps) && o.inter_bw_GBps >= 0.0,
+          "--inter-bw must be a bandwidth in GB/s >= 0 (0 = the fitted one)");
+  require(std::isfinite(o.inter_latency_us), "--inter-latency-us must be a number (< 0 = the fitted alpha)");
+  std::ostringstream one_rank;
+  one_rank << "--predict needs a measuring run on at least 2 ranks (this one has " << ranks
+           << "; on one rank no message crosses, so there is no alpha or beta to fit): "
+              "launch/mpirun.sh -np 2 or more";
+  require(ranks >= 2, one_rank.str());
+  // The fit needs two distinct sizes as the sweep will really send them (whole floats).
+  std::set<int64_t> sizes;
+  for (int64_t size = o.min_bytes; size <= o.max_bytes; size *= o.step_factor) {
+    sizes.insert(size / ranks / static_cast<int64_t>(sizeof(float)));
+  }
+  require(sizes.size() >= 2,
+          "--predict needs the alpha-beta fit, which needs at least 2 distinct sizes: "
+          "widen the sweep (--max-bytes >= --min-bytes * --step-factor)");
+}
+
+void resolve_routed(AlltoallOptions& o, const po::variables_map& vm, int ranks) {
+  for (const std::string& name : split_list(vm["router"].as<std::string>())) {
+    o.routers.push_back(parse_router_kind("--router", name));
+  }
+  require(!o.routers.empty(), "--router: give at least one router");
+  o.top_ks = cli::parse_int_list("--top-k", vm["top-k"].as<std::string>(), 1);
+  o.capacity_factors = cli::parse_double_list("--capacity-factor", vm["capacity-factor"].as<std::string>());
+  for (double cf : o.capacity_factors) {
+    std::ostringstream text;
+    text << "--capacity-factor: entry " << cf
+         << " is negative (use a factor > 0, or 0 for dropless routing)";
+    require(cf >= 0.0, text.str());
+  }
+  RoutedOptions& r = o.routed;
+  r.routing.num_experts = vm["experts"].as<int>();
+  r.routing.drop_policy = parse_drop_policy("--drop-policy", vm["drop-policy"].as<std::string>());
+  r.routing.ec_max_per_token = vm["ec-max-per-token"].as<int>();
+  r.routing.balance = BalanceKind::none;  // synthetic logits: nothing to balance
+  r.dispatch = parse_dispatch_mode("--dispatch", vm["dispatch"].as<std::string>());
+  r.distribution = vm["distribution"].as<std::string>();
+  require(r.distribution == "gaussian" || r.distribution == "zipf",
+          "--distribution: unknown value '" + r.distribution + "' (accepted: gaussian, zipf)");
+  r.logit_std = vm["logit-std"].as<double>();
+  require(std::isfinite(r.logit_std) && r.logit_std >= 0.0, "--logit-std must be a number >= 0");
+  r.zipf_s = vm["zipf-s"].as<double>();
+  require(std::isfinite(r.zipf_s) && r.zipf_s >= 0.0, "--zipf-s must be a number >= 0");
+  r.tokens = vm["tokens"].as<int>();
+  r.d_model = vm["d-model"].as<int>();
+  r.vocab = vm["vocab"].as<int>();
+  r.seed = o.seed;
+  require(r.tokens >= 1, "--tokens must be >= 1");
+  require(r.d_model >= 1, "--d-model must be >= 1");
+  require(r.vocab >= 1, "--vocab must be >= 1");
+  const int E = r.routing.num_experts;
+  require(E >= 1, "--experts must be >= 1");
+  std::ostringstream divisible;
+  divisible << "--experts " << E << " is not divisible by the " << ranks
+            << " ranks: experts are sharded evenly across ranks (use a multiple of " << ranks
+            << ", or run with a rank count that divides " << E << ")";
+  require(E % ranks == 0, divisible.str());
+  // Every cell is validated before anything runs (k > E, expert_choice with CF 0, ...).
+  for (RouterKind router : o.routers) {
+    for (int k : o.top_ks) {
+      for (double cf : o.capacity_factors) {
+        RoutingConfig cell = r.routing;
+        cell.router = router;
+        cell.top_k = router == RouterKind::top1 ? 1 : k;
+        cell.capacity_factor = cf;
+        validate_routing_config(cell);
+        // top1 ignores --top-k, but k > E is still a mistake in the command line.
+        std::ostringstream text;
+        text << "--top-k " << k << " exceeds --experts " << E << " (use k <= E)";
+        require(k <= E, text.str());
+      }
+    }
+  }
+}
+
+AlltoallOptions resolve(const po::variables_map& vm, int ranks) {
+  AlltoallOptions o;
+  o.pattern = vm["pattern"].as<std::string>();
+  require(o.pattern == "uniform" || o.pattern == "routed" || o.pattern == "replay",
+          "--pattern: unknown value '" + o.pattern + "' (accepted: uniform, routed, replay)");
+  o.algorithms = split_list(vm["algorithm"].as<std::string>());
+  require(!o.algorithms.empty(), "--algorithm: give at least one algorithm");
+  for (const std::string& name : o.algorithms) {
+    const auto& labels = algorithm_labels();
+    require(std::find(labels.begin(), labels.end(), name) != labels.end(),
+            "--algorithm: unknown value '" + name +
+                "' (accepted: alltoallv, pairwise, hierarchical, raw)");
+  }
+  o.ranks_per_node = vm["ranks-per-node"].as<int>();
+  o.warmup_iters = vm["warmup-iters"].as<int>();
+  o.iters = vm["iters"].as<int>();
+  require(o.warmup_iters >= 0 && o.iters >= 1, "--warmup-iters must be >= 0 and --iters >= 1");
+  o.seed = vm["seed"].as<uint64_t>();
+  o.out = vm["out"].as<std::string>();
+  o.replay = vm["replay"].as<std::string>();
+  o.replay_steps = vm["replay-steps"].as<int>();
+  require(o.replay_steps >= 0, "--replay-steps must be >= 0 (0 = every step)");
+  require(o.replay.empty() || o.pattern == "replay",
+          "--replay is read only with --pattern replay (add --pattern replay, or drop --replay)");
+  require(vm["predict"].as<std::string>().empty() || o.pattern == "uniform",
+          "--predict models the uniform size sweep's alpha-beta fit (use it with --pattern uniform)");
+  if (o.pattern == "uniform") resolve_uniform(o, vm, ranks);
+  if (o.pattern == "routed") resolve_routed(o, vm, ranks);
+  if (o.pattern == "replay") {
+    require(!o.replay.empty(),
+            "--pattern replay needs --replay TRACE (the --out of a moebench train run)");
+  }
+  return o;
 }
 
 }  // namespace
 
-double alltoall_algbw(double size_bytes, double seconds) { return size_bytes / seconds; }
-
-double alltoall_busbw(double size_bytes, double seconds, int ranks) {
-  return alltoall_algbw(size_bytes, seconds) * (ranks - 1) / ranks;
-}
 
 int run_alltoall_command(int argc, char** argv) {
   MPI_Comm comm = MPI_COMM_WORLD;
@@ -83,133 +248,19 @@ int run_alltoall_command(int argc, char** argv) {
   if (parsed.help) {
     if (rank == 0) {
       cli::print_command_help(std::cout, "alltoall",
-                              "All-to-all benchmark over message sizes and exchange algorithms "
-                              "(nccl-tests style: time, algbw, busbw, #wrong, OK/FAILED).",
+                              "All-to-all benchmark, nccl-tests style: a size sweep with an "
+                              "alpha-beta model (--pattern uniform), the cost of each router's "
+                              "traffic (--pattern routed), or a training trace's exchanges "
+                              "replayed (--pattern replay); every element checked (#wrong, "
+                              "OK/FAILED).",
                               options);
     }
     return 0;
   }
-  const po::variables_map& vm = parsed.values;
-  const int64_t min_bytes = cli::parse_byte_size("--min-bytes", vm["min-bytes"].as<std::string>());
-  const int64_t max_bytes = cli::parse_byte_size("--max-bytes", vm["max-bytes"].as<std::string>());
-  const int step = vm["step-factor"].as<int>(), warmup = vm["warmup-iters"].as<int>(),
-            iters = vm["iters"].as<int>(), ranks_per_node = vm["ranks-per-node"].as<int>();
-  const uint64_t seed = vm["seed"].as<uint64_t>();
-  const std::string out = vm["out"].as<std::string>(), pattern = vm["pattern"].as<std::string>();
-  const std::vector<ExchangeAlgorithm> algorithms = parse_algorithms(vm["algorithm"].as<std::string>());
-  if (max_bytes < min_bytes) throw UsageError("--max-bytes must be >= --min-bytes");
-  if (max_bytes / ranks / static_cast<int64_t>(sizeof(float)) > (1LL << 30)) {
-    throw UsageError("--max-bytes is too large: at most 4 GiB per peer");
-  }
-  if (step < 2) throw UsageError("--step-factor must be >= 2");
-  if (warmup < 0 || iters < 1) throw UsageError("--warmup-iters must be >= 0 and --iters >= 1");
-  if (pattern != "uniform") {
-    throw UsageError("--pattern: unknown value '" + pattern + "' (accepted: uniform)");
-  }
-  std::vector<std::unique_ptr<AlltoallvExchange>> exchanges;
-  for (ExchangeAlgorithm algorithm : algorithms) {
-    exchanges.push_back(std::make_unique<AlltoallvExchange>(comm, algorithm, ranks_per_node));
-  }
-  if (rank == 0) cli::print_config_table(std::cout, "alltoall", parsed);
-
-  TraceWriter trace(out, comm, TraceRunInfo{"alltoall", parsed.command_line, parsed.resolved},
-                    /*flush_every=*/1 << 30);
-  ResultTable table({{"size_bytes", 12, 0}, {"count", 10, 0}, {"algorithm", 12, 0, {"alltoallv", "pairwise", "hierarchical"}},
-                     {"time_avg_us", 12, 1}, {"time_max_us", 12, 1}, {"algbw_GBps", 10, 3},
-                     {"busbw_GBps", 10, 3}, {"wrong", 6, 0}});
-  std::string csv_error;
-  if (rank == 0) {
-    try {
-      table.open_csv(csv_path_beside(out));
-    } catch (const UsageError& error) {
-      csv_error = error.what();
-    }
-  }
-  cli::agree_or_throw(comm, csv_error.empty(), csv_error);
-  const std::string group = "/bench/alltoall";
-  trace.set_attribute(group, "pattern", pattern);
-  trace.set_attribute(group, "ranks_per_node", static_cast<int64_t>(exchanges.front()->ranks_per_node()));
-  trace.set_attribute(group, "nodes", static_cast<int64_t>(exchanges.front()->nodes()));
-  trace.set_attribute(group, "algorithm_codes", std::string("0 = alltoallv, 1 = pairwise, 2 = hierarchical"));
-  const char* names[] = {"size_bytes", "algorithm", "time_avg_us", "time_max_us", "algbw_GBps",
-                         "busbw_GBps", "wrong"};
-  std::vector<TraceSeries> columns;
-  for (const char* name : names) {
-    columns.push_back(trace.series(group + "/" + name, TraceType::float64, {}, TraceLayout::replicated));
-  }
-  TraceSeries per_rank = trace.series(group + "/time_us_per_rank", TraceType::float64, {},
-                                      TraceLayout::per_rank, "us", "mean time per iteration on each rank");
-
-  const int64_t max_per_peer = max_bytes / ranks / static_cast<int64_t>(sizeof(float));
-  std::vector<float> send(static_cast<size_t>(std::max<int64_t>(max_per_peer, 1) * ranks));
-  std::vector<float> recv(send.size());
-  std::vector<int> counts(ranks), displs(ranks);
-  if (rank == 0) {
-    std::printf("\n# moebench alltoall: %d ranks, %d node(s) x %d, pattern %s, %d iters after %d warm-up\n",
-                ranks, exchanges.front()->nodes(), exchanges.front()->ranks_per_node(),
-                pattern.c_str(), iters, warmup);
-    std::printf("# size = bytes each rank sends in all; algbw = size / max time; busbw = algbw * (P-1)/P\n");
-    table.print_header(stdout);
-  }
-  int64_t total_wrong = 0;
-  for (int64_t size = min_bytes; size <= max_bytes; size *= step) {
-    const int64_t per_peer = size / ranks / static_cast<int64_t>(sizeof(float));
-    for (int p = 0; p < ranks; ++p) {
-      counts[p] = static_cast<int>(per_peer);
-      displs[p] = static_cast<int>(per_peer * p);
-    }
-    const double actual_bytes = static_cast<double>(per_peer) * ranks * sizeof(float);
-    for (size_t a = 0; a < exchanges.size(); ++a) {
-      AlltoallvExchange& exchange = *exchanges[a];
-      double seconds = 0.0;
-      for (int it = 0; it < warmup + iters; ++it) {
-        MOEBENCH_MPI_CHECK(MPI_Barrier(comm));
-        const double start = MPI_Wtime();
-        exchange.run(send.data(), counts.data(), displs.data(), recv.data(), counts.data(),
-                     displs.data(), MPI_FLOAT);
-        if (it >= warmup) seconds += MPI_Wtime() - start;
-      }
-      seconds /= iters;
-      // Correctness, outside the timed loop.
-      for (int p = 0; p < ranks; ++p) {
-        for (int64_t i = 0; i < per_peer; ++i) send[p * per_peer + i] = expected_value(seed, rank, p, i);
-      }
-      std::fill(recv.begin(), recv.end(), -1.0f);
-      exchange.run(send.data(), counts.data(), displs.data(), recv.data(), counts.data(),
-                   displs.data(), MPI_FLOAT);
-      int64_t wrong = 0;
-      for (int p = 0; p < ranks; ++p) {
-        for (int64_t i = 0; i < per_peer; ++i) wrong += recv[p * per_peer + i] != expected_value(seed, p, rank, i);
-      }
-      int64_t all_wrong = 0;
-      MOEBENCH_MPI_CHECK(MPI_Allreduce(&wrong, &all_wrong, 1, MPI_INT64_T, MPI_SUM, comm));
-      total_wrong += all_wrong;
-      double sum = 0.0, max = 0.0;
-      MOEBENCH_MPI_CHECK(MPI_Allreduce(&seconds, &sum, 1, MPI_DOUBLE, MPI_SUM, comm));
-      MOEBENCH_MPI_CHECK(MPI_Allreduce(&seconds, &max, 1, MPI_DOUBLE, MPI_MAX, comm));
-      const double avg = sum / ranks;
-      const std::vector<double> row = {actual_bytes, static_cast<double>(per_peer * ranks),
-                                       static_cast<double>(static_cast<int>(exchange.algorithm())),
-                                       1e6 * avg, 1e6 * max, alltoall_algbw(actual_bytes, max) / 1e9,
-                                       alltoall_busbw(actual_bytes, max, ranks) / 1e9,
-                                       static_cast<double>(all_wrong)};
-      const double values[] = {row[0], row[2], row[3], row[4], row[5], row[6], row[7]};
-      for (size_t c = 0; c < columns.size(); ++c) columns[c].append(&values[c]);
-      const double mine = 1e6 * seconds;
-      per_rank.append(&mine);
-      if (rank == 0) table.add_row(stdout, row);
-    }
-    trace.flush();
-  }
-  trace.set_attribute(group, "complete", static_cast<int64_t>(1));
-  trace.close();
-  if (rank == 0) {
-    table.close_csv();
-    std::printf("# wrote %s and %s\n", out.c_str(), csv_path_beside(out).c_str());
-    std::printf("# Wrong elements: %lld  %s\n", static_cast<long long>(total_wrong),
-                total_wrong == 0 ? "OK" : "FAILED");
-  }
-  return total_wrong == 0 ? 0 : 1;
+  const AlltoallOptions o = resolve(parsed.values, ranks);
+  if (o.pattern == "routed") return run_routed_pattern(o, parsed, comm);
+  if (o.pattern == "replay") return run_replay_pattern(o, parsed, comm);
+  return run_uniform_pattern(o, parsed, comm);
 }
 
 }  // namespace moebench

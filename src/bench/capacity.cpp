@@ -23,6 +23,7 @@
 #include "moebench/dispatcher.hpp"
 #include "moebench/metrics.hpp"
 #include "moebench/random.hpp"
+#include "moebench/synthetic_inputs.hpp"
 #include "moebench/routing.hpp"
 #include "moebench/table.hpp"
 #include "moebench/trace.hpp"
@@ -158,39 +159,18 @@ CapacityOptions resolve(const po::variables_map& vm, int ranks) {
   return o;
 }
 
-// Synthetic router logits [batches][T, E] for this rank, and token ids [batches][T].
-//   gaussian: z ~ N(0, std^2)
-//   zipf:     z = std * N(0, 1) + log((e+1)^-s), so p_e is proportional to (e+1)^-s on average
-// Token ids are uniform over the vocabulary (gaussian) or zipf(s) distributed (zipf).
+// Synthetic router logits [batches][T, E] for this rank, and token ids [batches][T]
+// (synthetic_inputs.hpp).
 void make_inputs(std::vector<float>& logits, std::vector<int32_t>& ids, const CapacityOptions& o,
                  int E, int rank) {
   const int64_t T = o.tokens;
   logits.resize(static_cast<size_t>(o.logit_batches) * T * E);
   ids.resize(static_cast<size_t>(o.logit_batches) * T);
-  const bool zipf = o.distribution == "zipf";
-  std::vector<double> cdf;
-  if (zipf) {
-    cdf.resize(o.vocab);
-    double sum = 0.0;
-    for (int v = 0; v < o.vocab; ++v) cdf[v] = (sum += std::pow(v + 1.0, -o.zipf_s));
-    for (double& c : cdf) c /= sum;
-  }
+  const SyntheticInputs spec{o.distribution, o.logit_std, o.zipf_s, o.vocab, o.seed};
   for (int b = 0; b < o.logit_batches; ++b) {
-    const uint64_t stream = (static_cast<uint64_t>(E) << 40) ^ (static_cast<uint64_t>(rank) << 20) ^
-                            static_cast<uint64_t>(b);
-    float* z = logits.data() + static_cast<int64_t>(b) * T * E;
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < T; ++t) {
-      for (int e = 0; e < E; ++e) {
-        double value = o.logit_std * random_normal(o.seed, stream, static_cast<uint64_t>(t * E + e));
-        if (zipf) value -= o.zipf_s * std::log(e + 1.0);
-        z[t * E + e] = static_cast<float>(value);
-      }
-      const double u = random_uniform(o.seed, stream ^ 0xABCDEF, static_cast<uint64_t>(t));
-      int32_t id = static_cast<int32_t>(u * o.vocab);
-      if (zipf) id = static_cast<int32_t>(std::lower_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
-      ids[static_cast<size_t>(b) * T + t] = std::min(id, o.vocab - 1);
-    }
+    make_synthetic_inputs(logits.data() + static_cast<int64_t>(b) * T * E,
+                          ids.data() + static_cast<int64_t>(b) * T, T, E, spec,
+                          synthetic_stream(E, rank, b));
   }
 }
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `moebench alltoall` through the real binary: every algorithm delivers every element (the
 # #wrong column and the OK footer), busbw = algbw (P-1)/P in the CSV, the trace holds one
-# row per size and algorithm, and bad input gets one clear message.
+# row per size and algorithm, the alpha-beta fit and the --predict MODEL table agree with a
+# numpy recomputation from the sweep's rows (alltoall_check_sweep.py), the routed pattern's
+# cost-per-router table is consistent with its recorded Dispatcher matrices
+# (alltoall_check_routed.py), and bad input gets one clear message (more in alltoall_errors.sh).
 #
 # usage: bash tests/cli/alltoall_run.sh MOEBENCH_BINARY LAUNCH_MPIRUN_SH
 set -uo pipefail
@@ -37,6 +40,27 @@ with h5py.File('$work/a.h5') as f:
     assert int(g.attrs['nodes']) == 2 and int(g.attrs['ranks_per_node']) == 2
 print('rows OK')
 "
+# The raw MPI_Alltoallv reference row, the fit and the model at 4 ranks in 2 virtual nodes.
+expect_success "MODEL, NOT MEASURED" -- \
+  "$mpirun" -np 4 "$moebench" alltoall "${sweep[@]}" --ranks-per-node 2 \
+  --algorithm raw,alltoallv,pairwise,hierarchical --predict 2,8,64,512 --predict-ranks-per-node 8 \
+  --inter-bw 10 --out "$work/m.h5"
+expect_success "fit and model OK" -- "$python" "$here/alltoall_check_sweep.py" "$work/m.h5" 4 10
+expect_success "^raw +alltoallv +pairwise +hierarchical$" -- "$python" -c "
+import csv
+print(' '.join(r['algorithm'] for r in csv.DictReader(open('$work/m_fit.csv'))))"
+
+# Routed traffic: every router at two k and two CF, ragged and padded, 4 and 2 ranks.
+routed=(--pattern routed --experts 8 --top-k 1,2 --capacity-factor 1.0,1.25 --tokens 128
+        --d-model 16 --iters 3 --warmup-iters 1 --algorithm alltoallv,pairwise,hierarchical,raw)
+all_routers=top1,topk_hard,softk,hash,expert_choice
+expect_success "Wrong elements: 0  OK" -- "$mpirun" -np 4 "$moebench" alltoall "${routed[@]}" \
+  --ranks-per-node 2 --out "$work/r4.h5"
+expect_success "routed OK" -- "$python" "$here/alltoall_check_routed.py" "$work/r4.h5" 4 "$all_routers" 1,2 1.0,1.25
+expect_success "Wrong elements: 0  OK" -- "$mpirun" -np 2 "$moebench" alltoall "${routed[@]}" \
+  --router topk_hard,expert_choice --dispatch padded --distribution zipf --zipf-s 1.5 --out "$work/r2.h5"
+expect_success "routed OK" -- "$python" "$here/alltoall_check_routed.py" "$work/r2.h5" 2 topk_hard,expert_choice 1,2 1.0,1.25
+
 expect_failure "--ranks-per-node 3 does not divide the 4 ranks" -- \
   "$mpirun" -np 4 "$moebench" alltoall --ranks-per-node 3 --out "$work/c.h5"
 expect_failure "--algorithm: unknown value 'ring'" -- \
