@@ -12,6 +12,7 @@ packages=(
   libgtest-dev                        # unit and MPI tests
   libsentencepiece-dev                # BPE tokenizer (moebench data --tokenizer bpe)
   python3 python3-h5py python3-numpy  # trace checks in tests, analysis tools
+  python3-matplotlib                  # analysis/figures.py
   python3-torch                       # PyTorch reference of the model (tests/cli/torch_reference.sh)
 )
 
