@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The GPU check, in one command on a machine with an NVIDIA GPU and the CUDA toolkit:
+#   1. configures the CUDA backend (-DMOEBENCH_CUDA=ON) in build-cuda and builds what it needs
+#      (library, GPU tests, GPU benchmark) with every core;
+#   2. runs the GPU tests (ctest -L gpu: every kernel against the CPU reference; MPI tests with
+#      more ranks than GPUs skip);
+#   3. runs the GPU benchmark (bench/cuda/bench_cuda.cpp);
+#   4. prints a short report; logs and the report go to out/gpu-check/.
+# Exit status 0 only if the build, the tests and the benchmark's own check all pass.
+# Designed to finish well within 10 minutes on one H200 (16 cores): the build takes most of it.
+# The Debian packages of launch/setup.sh must already be installed (this script installs
+# nothing). Environment: BUILD_DIR (build-cuda), OUT_DIR (out/gpu-check),
+# CUDA_ARCHITECTURES (90), BENCH_ARGS (extra bench_cuda options, e.g. --quick).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+build_dir=${BUILD_DIR:-build-cuda}
+out_dir=${OUT_DIR:-out/gpu-check}
+mkdir -p "$out_dir"
+report="$out_dir/report.txt"
+start=$(date +%s)
+elapsed() { echo $(( $(date +%s) - start )); }
+
+fail() {
+  echo "gpu-check: $1 (log: $2)" >&2
+  tail -n 30 "$2" >&2
+  exit 1
+}
+
+# 1. Build.
+if ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then
+  echo "gpu-check: no nvcc on PATH or in /usr/local/cuda/bin: install the CUDA toolkit" >&2
+  exit 1
+fi
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DMOEBENCH_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHITECTURES:-90}" >"$out_dir/configure.log" 2>&1 ||
+  fail "configure failed (are the packages of launch/setup.sh installed?)" "$out_dir/configure.log"
+cmake --build "$build_dir" -j"$(nproc)" --target moebench_cuda_all >"$out_dir/build.log" 2>&1 ||
+  fail "build failed" "$out_dir/build.log"
+build_s=$(elapsed)
+
+# 2. GPU tests.
+(cd "$build_dir" && ctest -L gpu -V --timeout 300) >"$out_dir/ctest.log" 2>&1
+test_status=$?
+test_s=$(( $(elapsed) - build_s ))
+
+# 3. GPU benchmark.
+# shellcheck disable=SC2086
+timeout 300 "$build_dir/bench/bench_cuda" ${BENCH_ARGS:-} >"$out_dir/bench.log" 2>&1
+bench_status=$?
+bench_s=$(( $(elapsed) - build_s - test_s ))
+
+# 4. Report.
+{
+  echo "# moebench GPU check ($(date -u '+%Y-%m-%d %H:%M UTC'), git $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown))"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null |
+      sed 's/^/gpu: /'
+  fi
+  echo "time: build ${build_s} s, tests ${test_s} s, benchmark ${bench_s} s, total $(elapsed) s"
+  echo
+  echo "## Tests (ctest -L gpu; full log $out_dir/ctest.log)"
+  grep -E "^ *[0-9]+/[0-9]+ Test +#|tests passed|tests failed" "$out_dir/ctest.log"
+  echo "largest differences against the CPU reference:"
+  grep -E "max rel diff|gate diff|linear router|device [0-9]+:" "$out_dir/ctest.log" | head -n 60
+  grep -E "\[  FAILED  \]|: Failure$" "$out_dir/ctest.log" | head -n 20
+  echo
+  echo "## Benchmark (bench_cuda ${BENCH_ARGS:-}; exit $bench_status)"
+  cat "$out_dir/bench.log"
+  echo
+  if [ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ]; then
+    if grep -q "Skipped" "$out_dir/ctest.log"; then
+      echo "# GPU check: OK (some GPU tests skipped: see above)"
+    else
+      echo "# GPU check: OK"
+    fi
+  else
+    echo "# GPU check: FAILED (tests exit $test_status, benchmark exit $bench_status)"
+  fi
+} | tee "$report"
+[ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ]

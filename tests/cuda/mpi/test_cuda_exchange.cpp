@@ -1,0 +1,225 @@
+// NCCL exchanges and the GPU dispatcher under mpirun with P = 1, 2, 4 ranks (one GPU per rank;
+// skipped where a node has fewer GPUs than ranks):
+//  - nccl_alltoallv / nccl_alltoall against MPI_Alltoallv / MPI_Alltoall of the same data
+//    (bit-exact: nothing is computed);
+//  - nccl_allreduce_average against MPI_Allreduce / P;
+//  - CudaDispatcher against the CPU Dispatcher (ragged and padded, token choice with drops):
+//    routing plans on each side from the same logits, then dispatch, combine,
+//    combine_backward and dispatch_backward compared (tolerances below).
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "dispatcher_cuda.hpp"
+#include "exchange_nccl.hpp"
+#include "gpu_test_support.hpp"
+#include "moebench/dispatcher.hpp"
+#include "moebench/random.hpp"
+#include "moebench/routing.hpp"
+#include "routing_cuda.hpp"
+
+namespace moebench {
+namespace {
+
+const bool registered = test::register_gpu_environment();
+
+int world_rank() {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+int world_size() {
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
+// Rows rank `from` sends rank `to` (0 included, uneven).
+int64_t rows_between(int from, int to, int round) { return (from * 7 + to * 3 + round * 5) % 11; }
+
+// A value every receiver can predict: exact in float (< 2^24).
+float payload(int from, int to, int64_t index) {
+  return static_cast<float>((from * 131 + to * 31 + index * 7) % 1000003);
+}
+
+TEST(CudaExchange, AlltoallvMatchesMpi) {
+  MOEBENCH_REQUIRE_GPU();
+  const int rank = world_rank(), P = world_size();
+  constexpr int kWidth = 13;  // floats per row
+  for (int round = 0; round < 3; ++round) {
+    std::vector<int64_t> send_counts(P), send_displs(P), recv_counts(P), recv_displs(P);
+    std::vector<int> mpi_sc(P), mpi_sd(P), mpi_rc(P), mpi_rd(P);
+    int64_t send_total = 0, recv_total = 0;
+    for (int p = 0; p < P; ++p) {
+      send_counts[p] = rows_between(rank, p, round) * kWidth;
+      recv_counts[p] = rows_between(p, rank, round) * kWidth;
+      send_displs[p] = send_total;
+      recv_displs[p] = recv_total;
+      send_total += send_counts[p];
+      recv_total += recv_counts[p];
+      mpi_sc[p] = static_cast<int>(send_counts[p]);
+      mpi_sd[p] = static_cast<int>(send_displs[p]);
+      mpi_rc[p] = static_cast<int>(recv_counts[p]);
+      mpi_rd[p] = static_cast<int>(recv_displs[p]);
+    }
+    std::vector<float> send(static_cast<size_t>(send_total));
+    for (int p = 0; p < P; ++p) {
+      for (int64_t i = 0; i < send_counts[p]; ++i) send[send_displs[p] + i] = payload(rank, p, i);
+    }
+    std::vector<float> want(static_cast<size_t>(recv_total), -1.0f);
+    ASSERT_EQ(MPI_Alltoallv(send.data(), mpi_sc.data(), mpi_sd.data(), MPI_FLOAT, want.data(),
+                            mpi_rc.data(), mpi_rd.data(), MPI_FLOAT, MPI_COMM_WORLD),
+              MPI_SUCCESS);
+
+    CUstream_st* comm = context.comm_stream();
+    DeviceArray<float> send_device = test::to_device(send, comm);
+    std::vector<float> sentinel(want.size(), -1.0f);
+    DeviceArray<float> recv_device = test::to_device(sentinel, comm);
+    nccl_alltoallv(send_device.data(), send_counts.data(), send_displs.data(), recv_device.data(),
+                   recv_counts.data(), recv_displs.data(), ncclFloat32, context.nccl(), comm);
+    const std::vector<float> got = test::to_host(recv_device.data(), want.size(), comm);
+    EXPECT_EQ(got, want) << "round " << round;
+  }
+
+  // The fixed-size exchange (row counts): 3 int32 per peer.
+  std::vector<int32_t> counts(static_cast<size_t>(P) * 3), want(counts.size());
+  for (size_t i = 0; i < counts.size(); ++i) counts[i] = static_cast<int32_t>(rank * 1000 + i);
+  ASSERT_EQ(MPI_Alltoall(counts.data(), 3, MPI_INT32_T, want.data(), 3, MPI_INT32_T, MPI_COMM_WORLD),
+            MPI_SUCCESS);
+  CUstream_st* comm = context.comm_stream();
+  DeviceArray<int32_t> counts_device = test::to_device(counts, comm);
+  DeviceArray<int32_t> received(counts.size());
+  nccl_alltoall(counts_device.data(), received.data(), 3, ncclInt32, context.nccl(), comm);
+  EXPECT_EQ(test::to_host(received.data(), counts.size(), comm), want);
+}
+
+// Averages of P values summed in another order than MPI's: relative 1e-6 (a few ulp).
+TEST(CudaExchange, AllreduceAverageMatchesMpi) {
+  MOEBENCH_REQUIRE_GPU();
+  const int rank = world_rank(), P = world_size();
+  std::vector<float> grads(1000);
+  for (size_t i = 0; i < grads.size(); ++i) {
+    grads[i] = static_cast<float>(random_normal(8, static_cast<uint64_t>(rank), i));
+  }
+  std::vector<float> want(grads.size());
+  ASSERT_EQ(MPI_Allreduce(grads.data(), want.data(), static_cast<int>(grads.size()), MPI_FLOAT,
+                          MPI_SUM, MPI_COMM_WORLD),
+            MPI_SUCCESS);
+  for (float& v : want) v /= static_cast<float>(P);
+  CUstream_st* comm = context.comm_stream();
+  DeviceArray<float> device = test::to_device(grads, comm);
+  nccl_allreduce_average(device.data(), grads.size(), context.nccl(), comm);
+  const std::vector<float> got = test::to_host(device.data(), grads.size(), comm);
+  EXPECT_LE(test::relative_max_diff(got, want), 1e-6);
+}
+
+// ---- CudaDispatcher against the CPU Dispatcher -----------------------------------------------
+
+std::vector<float> normal(size_t count, uint64_t seed, uint64_t stream) {
+  std::vector<float> values(count);
+  for (size_t i = 0; i < count; ++i) values[i] = static_cast<float>(random_normal(seed, stream, i));
+  return values;
+}
+
+void expect_dispatcher_matches_cpu(RoutingConfig config, DispatchMode mode, int d,
+                                   CudaContext& context) {
+  SCOPED_TRACE(std::string(to_string(config.router)) + " " + to_string(mode) + " d=" +
+               std::to_string(d));
+  const int rank = world_rank();
+  constexpr int kTokens = 700;
+  const int E = config.num_experts;
+  const uint64_t stream_base = 1000 * static_cast<uint64_t>(rank);
+  const std::vector<float> logits = normal(static_cast<size_t>(kTokens) * E, 41, stream_base);
+  const std::vector<float> x = normal(static_cast<size_t>(kTokens) * d, 41, stream_base + 1);
+  const std::vector<float> dy = normal(x.size(), 41, stream_base + 2);
+  const std::vector<float> dx_start = normal(x.size(), 41, stream_base + 3);
+
+  // CPU side.
+  RoutingPlan cpu_plan;
+  cpu_plan.reserve(config, kTokens);
+  route(cpu_plan, logits.data(), nullptr, nullptr, kTokens, config);
+  Dispatcher cpu(MPI_COMM_WORLD, E, d, mode);
+  cpu.reserve(config, kTokens);
+  cpu.set_plan(cpu_plan);
+  const int64_t N = cpu.expert_rows();
+  std::vector<float> cpu_expert_in(static_cast<size_t>(N * d));
+  cpu.dispatch(cpu_expert_in.data(), x.data());
+  // What the experts return, the same on both sides: a function of the expert-major row.
+  const std::vector<float> expert_out = normal(static_cast<size_t>(N * d), 41, stream_base + 4);
+  const std::vector<float> d_expert_in = normal(expert_out.size(), 41, stream_base + 5);
+  std::vector<float> cpu_y(x.size()), cpu_d_expert_out(expert_out.size()),
+      cpu_d_gate(static_cast<size_t>(kTokens) * cpu_plan.slots), cpu_dx = dx_start;
+  cpu.combine(cpu_y.data(), expert_out.data());
+  cpu.combine_backward(cpu_d_expert_out.data(), cpu_d_gate.data(), dy.data());
+  cpu.dispatch_backward(cpu_dx.data(), d_expert_in.data());
+
+  // GPU side.
+  CUstream_st* stream = context.compute_stream();
+  DeviceRoutingPlan gpu_plan;
+  gpu_plan.reserve(config, kTokens);
+  DeviceArray<float> logits_device = test::to_device(logits, stream);
+  cuda_route(gpu_plan, logits_device.data(), nullptr, nullptr, kTokens, config, stream);
+  CudaDispatcher gpu(context, E, d, mode);
+  gpu.reserve(config, kTokens);
+  gpu.set_plan(gpu_plan);
+  ASSERT_EQ(gpu.expert_rows(), N);
+  for (int le = 0; le <= gpu.local_experts(); ++le) {
+    ASSERT_EQ(gpu.expert_row_offsets()[le], cpu.expert_row_offsets()[le]) << "local expert " << le;
+  }
+  DeviceArray<float> x_device = test::to_device(x, stream);
+  DeviceArray<float> dy_device = test::to_device(dy, stream);
+  DeviceArray<float> dx_device = test::to_device(dx_start, stream);
+  DeviceArray<float> expert_out_device = test::to_device(expert_out, stream);
+  DeviceArray<float> d_expert_in_device = test::to_device(d_expert_in, stream);
+  DeviceArray<float> expert_in(expert_out.size()), y(x.size()), d_expert_out(expert_out.size()),
+      d_gate(cpu_d_gate.size());
+  gpu.dispatch(expert_in.data(), x_device.data());
+  gpu.combine(y.data(), expert_out_device.data());
+  gpu.combine_backward(d_expert_out.data(), d_gate.data(), dy_device.data());
+  gpu.dispatch_backward(dx_device.data(), d_expert_in_device.data());
+
+  // Dispatch and the gradient rows gate * dy only move or multiply once: identical bits.
+  EXPECT_EQ(test::to_host(expert_in.data(), expert_in.size(), stream), cpu_expert_in);
+  EXPECT_EQ(test::to_host(d_expert_out.data(), d_expert_out.size(), stream), cpu_d_expert_out);
+  // y and dx sum at most k (+1) terms in the same order as the CPU: a few ulp, 1e-6 of scale.
+  const std::vector<float> got_y = test::to_host(y.data(), y.size(), stream);
+  const std::vector<float> got_dx = test::to_host(dx_device.data(), dx_device.size(), stream);
+  EXPECT_LE(test::relative_max_diff(got_y, cpu_y), 1e-6) << "combine";
+  EXPECT_LE(test::relative_max_diff(got_dx, cpu_dx), 1e-6) << "dispatch_backward";
+  // d_gate is a dot product of d terms each <= M = max|dy| max|row|, summed in another order:
+  // |error| <= d 2^-24 (sum of |terms|) <= (d 2^-24) d M, below 1e-5 d M for d <= 160.
+  const std::vector<float> got_d_gate = test::to_host(d_gate.data(), d_gate.size(), stream);
+  const double bound = 1e-5 * d * test::max_abs(dy.data(), dy.size()) *
+                       test::max_abs(expert_out.data(), expert_out.size());
+  EXPECT_LE(test::max_abs_diff(got_d_gate.data(), cpu_d_gate.data(), cpu_d_gate.size()), bound)
+      << "d_gate";
+  std::printf("  rank %d %s %s d=%d: %lld expert rows\n", rank, to_string(config.router),
+              to_string(mode), d, static_cast<long long>(N));
+}
+
+TEST(CudaDispatcher, MatchesCpuDispatcher) {
+  MOEBENCH_REQUIRE_GPU();
+  RoutingConfig topk;
+  topk.router = RouterKind::topk_hard;
+  topk.num_experts = 8;
+  topk.top_k = 2;
+  topk.capacity_factor = 1.0;  // drops with random logits
+  topk.balance = BalanceKind::none;
+  RoutingConfig softk = topk;
+  softk.router = RouterKind::softk;
+  softk.renorm_after_drop = true;
+  softk.capacity_factor = 0.8;
+  for (DispatchMode mode : {DispatchMode::ragged, DispatchMode::padded}) {
+    expect_dispatcher_matches_cpu(topk, mode, 64, context);  // float4 rows
+    expect_dispatcher_matches_cpu(softk, mode, 30, context);  // scalar rows
+  }
+}
+
+}  // namespace
+}  // namespace moebench
