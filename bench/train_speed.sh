@@ -3,7 +3,9 @@
 # same model (bench/torch_train_speed.py), quickstart shape, 2 threads each, alternated twice.
 #   bench/train_speed.sh            (from the repository root or anywhere; needs build/moebench)
 # Env: MOEBENCH (binary, default build/moebench), THREADS (default 2), REPS (default 2),
-#      TORCH_STEPS (PyTorch steps per run, default 25; the first 5 are left out of the median).
+#      TORCH_STEPS (PyTorch steps per run, default 25; the first 5 are left out of the median),
+#      OMP_WAIT_POLICY (default passive, for both: see launch/mpirun.sh; "active" to compare
+#      libgomp's spinning).
 # moebench's tokens/s: median of /train/tokens_per_s after the first 5 steps of its trace.
 # PyTorch trains on random bytes, moebench on its built-in story corpus (speed is data-independent).
 # Model FLOP utilisation: model FLOPs per token (the trace's /train model_flops_per_token, the
@@ -18,7 +20,8 @@ REPS=${REPS:-2}
 TORCH_STEPS=${TORCH_STEPS:-25}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "# $(date -u +%FT%TZ) $(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg), OMP_WAIT_POLICY=$OMP_WAIT_POLICY"
 
 torch_rates=() moe_rates=() peaks=()
 for rep in $(seq 1 "$REPS"); do
