@@ -2,7 +2,8 @@
 // read-only HDF5) and writes the summary table of DESIGN §1: one row per training run, one per
 // grid cell of a benchmark. The CSV holds every row under one fixed column set (the DESIGN
 // columns first); the Markdown, printed on stdout and optionally written to a file, holds one
-// table per kind with the columns that apply to it. Column definitions: docs/analyze.md.
+// table per kind with the columns that apply to it and that one of its rows fills. Column
+// definitions: docs/analyze.md.
 #pragma once
 
 #include <cstdint>
@@ -75,7 +76,8 @@ std::string markdown_text(const std::string& text);
 
 // The whole CSV file (header + one line per row, in the order given), and the whole Markdown
 // document (one "## <kind>" section per kind present, in the order train, capacity, alltoall,
-// each a table of that kind's columns and its rows in the order given).
+// each a table of that kind's columns that one of its rows fills, and its rows in the order
+// given).
 std::string render_csv(const std::vector<SummaryRow>& rows);
 std::string render_markdown(const std::vector<SummaryRow>& rows);
 

@@ -1,5 +1,6 @@
 // From one trace to its summary rows: a training run (one row), a capacity grid (one row per
-// cell), an alltoall sweep (one row per size and algorithm). Definitions: docs/analyze.md.
+// cell), an alltoall run (one row per size and algorithm of a size sweep, one per cell of a
+// cost-per-router table). Definitions: docs/analyze.md.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -219,13 +220,13 @@ std::vector<SummaryRow> summarize_capacity(const TraceFile& trace, std::vector<s
   return rows;
 }
 
-// ---- moebench alltoall: one row per size and algorithm ------------------------------------
-// /bench/alltoall can hold several tables (the size sweep of --pattern uniform, and others);
-// each one analyze summarizes has a function and an entry in kAlltoallTables. Datasets and
-// groups that no entry reads are ignored.
+// ---- moebench alltoall: one row per size and algorithm, or per routed cell ----------------
+// /bench/alltoall can hold several tables (the size sweep of --pattern uniform, the
+// cost-per-router table of --pattern routed, and others); each one analyze summarizes has a
+// function and an entry in kAlltoallTables. Datasets and groups that no entry reads are ignored.
 
-// "0 = alltoallv, 1 = pairwise, 2 = hierarchical" -> the name of `code`.
-std::string algorithm_name(const std::string& codes, double code) {
+// "0 = alltoallv, 1 = pairwise, 2 = hierarchical" (or the router codes) -> the name of `code`.
+std::string code_name(const std::string& codes, double code) {
   std::stringstream stream(codes);
   std::string entry;
   while (std::getline(stream, entry, ',')) {
@@ -258,10 +259,46 @@ std::vector<SummaryRow> alltoall_size_sweep(const TraceFile& trace, bool complet
   for (int64_t i = 0; i < n; ++i) {
     SummaryRow row = start_row(Kind::alltoall, trace, complete);
     row.set("pattern", pattern);
-    row.set("algorithm", algorithm_name(codes, algorithm[i]));
+    row.set("algorithm", code_name(codes, algorithm[i]));
     for (size_t c = 0; c < values.size(); ++c) row.set(copied[c], values[c][i]);
     row.set("a2a_bytes_per_step", values[0][i] * trace.world_size());
     row.set("a2a_ms_per_step", time_max_us[i] / 1e3);
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+// The cost-per-router table of --pattern routed (/bench/alltoall/routed): one row per cell
+// (router x top-k x capacity factor), the Dispatcher's forward traffic and exchange times.
+std::vector<SummaryRow> alltoall_routed(const TraceFile& trace, bool complete) {
+  const std::string group = "/bench/alltoall/routed";
+  const char* const copied[] = {"top_k", "capacity_factor", "capacity", "drop_rate",
+                                "rank_bytes_max", "padded_over_ragged", "wrong"};
+  std::vector<std::string> series = {group + "/router", group + "/wire_bytes", group + "/dispatch_ms",
+                                     group + "/combine_ms"};
+  for (const char* name : copied) series.push_back(group + "/" + name);
+  const int64_t n = common_rows(trace, series);
+  const std::vector<double> router = trace.read_rows(group + "/router", 0, n);
+  const std::vector<double> wire_bytes = trace.read_rows(group + "/wire_bytes", 0, n);
+  const std::vector<double> dispatch_ms = trace.read_rows(group + "/dispatch_ms", 0, n);
+  const std::vector<double> combine_ms = trace.read_rows(group + "/combine_ms", 0, n);
+  std::vector<std::vector<double>> values;
+  for (const char* name : copied) values.push_back(trace.read_rows(group + "/" + name, 0, n));
+  const std::string codes = trace.text_attribute(group, "router_codes").value_or("");
+  const std::string dispatch = trace.text_attribute(group, "dispatch").value_or("");
+  const double experts = trace.number_attribute(group, "experts").value_or(kNaN);
+  const std::string pattern = trace.text_attribute("/bench/alltoall", "pattern").value_or("");
+
+  std::vector<SummaryRow> rows;
+  for (int64_t i = 0; i < n; ++i) {
+    SummaryRow row = start_row(Kind::alltoall, trace, complete);
+    row.set("pattern", pattern);
+    row.set("router", code_name(codes, router[i]));
+    row.set("experts", experts);
+    row.set("dispatch", dispatch);
+    for (size_t c = 0; c < values.size(); ++c) row.set(copied[c], values[c][i]);
+    row.set("a2a_bytes_per_step", wire_bytes[i]);
+    row.set("a2a_ms_per_step", dispatch_ms[i] + combine_ms[i]);
     rows.push_back(std::move(row));
   }
   return rows;
@@ -271,7 +308,8 @@ struct AlltoallTable {
   const char* present_when;  // the table is in the trace when this dataset is
   std::vector<SummaryRow> (*summarize)(const TraceFile& trace, bool complete);
 };
-const AlltoallTable kAlltoallTables[] = {{"/bench/alltoall/size_bytes", alltoall_size_sweep}};
+const AlltoallTable kAlltoallTables[] = {{"/bench/alltoall/size_bytes", alltoall_size_sweep},
+                                         {"/bench/alltoall/routed/router", alltoall_routed}};
 
 std::vector<SummaryRow> summarize_alltoall(const TraceFile& trace, std::vector<std::string>& warnings) {
   const bool complete = is_complete(trace, "/bench/alltoall");
@@ -287,7 +325,8 @@ std::vector<SummaryRow> summarize_alltoall(const TraceFile& trace, std::vector<s
     const std::string pattern = trace.text_attribute("/bench/alltoall", "pattern").value_or("?");
     warnings.push_back("'" + trace.path() + "' (alltoall --pattern " + pattern +
                        ") holds no table that analyze summarizes (it reads the size sweep of "
-                       "--pattern uniform); no rows from it");
+                       "--pattern uniform and the cost-per-router table of --pattern routed); no "
+                       "rows from it");
   } else if (!complete) {
     warnings.push_back(incomplete(trace, "read its " + std::to_string(rows.size()) + " finished rows"));
   }

@@ -31,6 +31,11 @@ Cell cell_of(const SummaryRow& row, const char* column) {
   return empty;
 }
 
+// Empty: not set, empty text, or a NaN number (rendered as an empty cell in both formats).
+bool is_empty(const Cell& cell) {
+  return cell.is_number ? std::isnan(cell.number) : cell.text.empty();
+}
+
 }  // namespace
 
 const char* to_string(Kind kind) {
@@ -46,17 +51,17 @@ const std::vector<Column>& summary_columns() {
   static const std::vector<Column> columns = {
       // DESIGN §1, in its order.
       {"command", T | C | A, -1},
-      {"router", T | C, -1},
+      {"router", T | C | A, -1},
       {"router_arch", T, -1},
-      {"top_k", T | C, 0},
-      {"experts", T | C, 0},
-      {"capacity_factor", T | C, 2},
+      {"top_k", T | C | A, 0},
+      {"experts", T | C | A, 0},
+      {"capacity_factor", T | C | A, 2},
       {"ranks", T | C | A, 0},
       {"steps", T, 0},
       {"ppl", T, 3},
       {"bpb", T, 4},
       {"tokens_per_s", T, 0},
-      {"drop_rate", T | C, 4},
+      {"drop_rate", T | C | A, 4},
       {"token_drop_rate", T | C, 4},
       {"load_cv", T | C, 3},
       {"gate_entropy", T | C, 3},
@@ -67,15 +72,17 @@ const std::vector<Column>& summary_columns() {
       {"a2a_ms_per_step", T | C | A, 3},
       // Extra columns.
       {"max_load_ratio", T | C, 3},
-      {"dispatch", T | C, -1},
+      {"dispatch", T | C | A, -1},
       {"balance", T, -1},
       {"eval_step", T, 0},
-      {"capacity", C, 0},
+      {"capacity", C | A, 0},
       {"pattern", A, -1},
       {"algorithm", A, -1},
       {"size_bytes", A, 0},
       {"algbw_GBps", A, 3},
       {"busbw_GBps", A, 3},
+      {"rank_bytes_max", A, 0},
+      {"padded_over_ragged", A, 3},
       {"wrong", C | A, 0},
       {"complete", T | C | A, 0},
       {"file", T | C | A, -1},
@@ -174,9 +181,14 @@ std::string render_markdown(const std::vector<SummaryRow>& rows) {
       if (row.kind == kind) of_kind.push_back(&row);
     }
     if (of_kind.empty()) continue;
+    // The columns of this kind that at least one of its rows fills.
     std::vector<const Column*> columns;
     for (const Column& column : summary_columns()) {
-      if ((column.kinds & static_cast<unsigned>(kind)) != 0) columns.push_back(&column);
+      if ((column.kinds & static_cast<unsigned>(kind)) == 0) continue;
+      const bool filled = std::any_of(of_kind.begin(), of_kind.end(), [&](const SummaryRow* row) {
+        return !is_empty(cell_of(*row, column.name));
+      });
+      if (filled) columns.push_back(&column);
     }
     const char* unit = kind == Kind::train ? "training runs" : kind == Kind::capacity ? "grid cells" : "rows";
     if (!out.empty()) out += "\n";

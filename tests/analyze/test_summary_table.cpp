@@ -66,6 +66,12 @@ TEST(SummaryRow, RefusesColumnsOfAnotherKindOrType) {
   SummaryRow row(Kind::alltoall);
   row.set("algorithm", "pairwise");
   row.set("size_bytes", 4096.0);
+  row.set("router", "softk");           // routed cells
+  row.set("capacity", 8.0);
+  row.set("rank_bytes_max", 512.0);
+  EXPECT_THROW(row.set("load_cv", 0.5), Error);  // train and capacity only
+  SummaryRow capacity(Kind::capacity);
+  EXPECT_THROW(capacity.set("padded_over_ragged", 1.5), Error);  // alltoall only
   EXPECT_THROW(row.set("ppl", 2.0), Error);          // a train column
   EXPECT_THROW(row.set("size_bytes", "big"), Error);  // a number column
   EXPECT_THROW(row.set("no_such_column", 1.0), Error);
@@ -110,9 +116,10 @@ TEST(Render, CsvHasEveryColumnForEveryRowInTheOrderGiven) {
                                {"file", "\"runs/x,y.h5\""}}));
 }
 
-TEST(Render, MarkdownOneTablePerKindWithItsColumns) {
+TEST(Render, MarkdownOneTablePerKindWithItsFilledColumns) {
   const std::string markdown = render_markdown(example_rows());
-  // train first whatever the input order; each section only has the columns of its kind.
+  // train first whatever the input order; each section only has the columns of its kind that
+  // one of its rows fills (router_entropy is NaN, router_arch unset: both left out).
   const size_t train = markdown.find("## train (1 training runs)");
   const size_t alltoall = markdown.find("## alltoall (1 rows)");
   ASSERT_NE(train, std::string::npos);
@@ -120,16 +127,57 @@ TEST(Render, MarkdownOneTablePerKindWithItsColumns) {
   EXPECT_LT(train, alltoall);
   EXPECT_EQ(markdown.find("## capacity"), std::string::npos);
   const std::string train_table = markdown.substr(train, alltoall - train);
-  EXPECT_NE(train_table.find("| command | router | router_arch |"), std::string::npos);
-  EXPECT_EQ(train_table.find("algbw_GBps"), std::string::npos);
-  EXPECT_NE(train_table.find("| train | softk |  |"), std::string::npos);
-  EXPECT_NE(train_table.find("| 3.142 |"), std::string::npos);
-  const std::string alltoall_table = markdown.substr(alltoall);
-  EXPECT_NE(alltoall_table.find("| command | ranks | a2a_bytes_per_step | a2a_ms_per_step | pattern |"),
-            std::string::npos);
-  EXPECT_NE(alltoall_table.find("| --- | ---: | ---: | ---: | --- |"), std::string::npos);
-  EXPECT_NE(alltoall_table.find("| alltoall |  |  | 0.013 |  | pairwise |"), std::string::npos);
+  EXPECT_EQ(train_table,
+            "## train (1 training runs)\n\n"
+            "| command | router | ppl | file |\n"
+            "| --- | --- | ---: | --- |\n"
+            "| train | softk | 3.142 | runs/x,y.h5 |\n\n");
+  EXPECT_EQ(markdown.substr(alltoall),
+            "## alltoall (1 rows)\n\n"
+            "| command | a2a_ms_per_step | algorithm |\n"
+            "| --- | ---: | --- |\n"
+            "| alltoall | 0.013 | pairwise |\n");
   EXPECT_EQ(render_markdown({}), "");
+}
+
+TEST(Render, MarkdownLeavesOutColumnsEmptyInEveryRowOfTheKind) {
+  // A size-sweep row and a routed row: the alltoall table has the columns either fills.
+  SummaryRow sweep(Kind::alltoall);
+  sweep.set("command", "alltoall");
+  sweep.set("pattern", "uniform");
+  sweep.set("algorithm", "pairwise");
+  sweep.set("size_bytes", 1024.0);
+  sweep.set("padded_over_ragged", kNaN);  // NaN in every row: left out
+  sweep.set("dispatch", "");              // empty text in every row: left out
+  SummaryRow routed(Kind::alltoall);
+  routed.set("command", "alltoall");
+  routed.set("pattern", "routed");
+  routed.set("router", "softk");
+  routed.set("top_k", 2.0);
+  routed.set("padded_over_ragged", kNaN);
+  // A capacity row filling `capacity` does not bring it into the alltoall table.
+  SummaryRow cell(Kind::capacity);
+  cell.set("command", "capacity");
+  cell.set("capacity", 16.0);
+  EXPECT_EQ(render_markdown({sweep, routed, cell}),
+            "## capacity (1 grid cells)\n\n"
+            "| command | capacity |\n"
+            "| --- | ---: |\n"
+            "| capacity | 16 |\n"
+            "\n"
+            "## alltoall (2 rows)\n\n"
+            "| command | router | top_k | pattern | algorithm | size_bytes |\n"
+            "| --- | --- | ---: | --- | --- | ---: |\n"
+            "| alltoall |  |  | uniform | pairwise | 1024 |\n"
+            "| alltoall | softk | 2 | routed |  |  |\n");
+  // The sweep alone: no router columns.
+  EXPECT_EQ(render_markdown({sweep}),
+            "## alltoall (1 rows)\n\n"
+            "| command | pattern | algorithm | size_bytes |\n"
+            "| --- | --- | --- | ---: |\n"
+            "| alltoall | uniform | pairwise | 1024 |\n");
+  // The CSV keeps every column.
+  EXPECT_NE(render_csv({sweep}).find("padded_over_ragged"), std::string::npos);
 }
 
 }  // namespace

@@ -6,7 +6,8 @@ usage: analyze_check.py CSV MARKDOWN WINDOW COUNTS TRACE...
 Recomputes every row from the traces with h5py and numpy, following docs/analyze.md, and
 asserts that the CSV holds exactly those rows (in the order of the traces, same columns, text
 equal, numbers equal to 1e-9 relative), that the row counts are COUNTS, and that the Markdown
-has one table per kind whose cells agree with the CSV (rounded to the Markdown's digits).
+has one table per kind, with exactly the columns the CSV fills in one of that kind's rows, whose
+cells agree with the CSV (rounded to the Markdown's digits).
 """
 import csv
 import math
@@ -22,11 +23,14 @@ COLUMNS = [
     "router_entropy", "mean_topk_prob", "router_params", "a2a_bytes_per_step", "a2a_ms_per_step",
     # extra
     "max_load_ratio", "dispatch", "balance", "eval_step", "capacity", "pattern", "algorithm",
-    "size_bytes", "algbw_GBps", "busbw_GBps", "wrong", "complete", "file",
+    "size_bytes", "algbw_GBps", "busbw_GBps", "rank_bytes_max", "padded_over_ragged", "wrong",
+    "complete", "file",
 ]
 LAYER_METRICS = ["drop_rate", "token_drop_rate", "load_cv", "max_load_ratio", "gate_entropy",
                  "router_entropy", "mean_topk_prob"]
-ALGORITHMS = {0: "alltoallv", 1: "pairwise", 2: "hierarchical"}  # docs/trace-schema.md
+# docs/trace-schema.md
+ALGORITHMS = {0: "alltoallv", 1: "pairwise", 2: "hierarchical"}
+ROUTERS = {0: "top1", 1: "topk_hard", 2: "softk", 3: "hash", 4: "expert_choice"}
 
 
 def text(value):
@@ -111,9 +115,14 @@ def capacity_rows(f, path):
 
 
 def alltoall_rows(f, path):
+    """The size sweep (uniform), then the cost-per-router table (routed); other tables: none."""
+    return size_sweep_rows(f, path) + routed_rows(f, path)
+
+
+def size_sweep_rows(f, path):
     g = f["bench/alltoall"]
     names = ["size_bytes", "algorithm", "time_max_us", "algbw_GBps", "busbw_GBps", "wrong"]
-    if "size_bytes" not in g:  # another pattern's table: not summarized
+    if "size_bytes" not in g:
         return []
     n = min(g[name].shape[0] for name in names)
     rows = []
@@ -124,6 +133,39 @@ def alltoall_rows(f, path):
                    busbw_GBps=float(g["busbw_GBps"][i]), wrong=float(g["wrong"][i]),
                    a2a_bytes_per_step=float(g["size_bytes"][i]) * row["ranks"],
                    a2a_ms_per_step=float(g["time_max_us"][i]) / 1e3)
+        rows.append(row)
+    return rows
+
+
+def routed_rows(f, path):
+    """One row per cell of /bench/alltoall/routed; the bytes recomputed from bytes_sent."""
+    if "bench/alltoall/routed/router" not in f:
+        return []
+    g = f["bench/alltoall/routed"]
+    copied = ["top_k", "capacity_factor", "capacity", "drop_rate", "rank_bytes_max",
+              "padded_over_ragged", "wrong"]
+    names = copied + ["router", "wire_bytes", "dispatch_ms", "combine_ms"]
+    n = min(g[name].shape[0] for name in names)
+    codes = text(g.attrs["router_codes"])
+    assert codes == ", ".join(f"{k} = {v}" for k, v in ROUTERS.items()), codes
+    P = int(f.attrs["world_size"])
+    rows = []
+    for c in range(n):
+        # [P, 2, P]: src, phase (dispatch_forward, combine_forward), dst; the diagonal is the
+        # local copy, not on the wire
+        sent = g["bytes_sent"][c].astype(float)
+        off_diagonal = sent.sum(axis=1) * (1 - np.eye(P))  # [src, dst]
+        wire, rank_max = float(off_diagonal.sum()), float(off_diagonal.sum(axis=1).max())
+        assert wire == float(g["wire_bytes"][c]), (path, c, wire, g["wire_bytes"][c])
+        assert rank_max == float(g["rank_bytes_max"][c]), (path, c, rank_max, g["rank_bytes_max"][c])
+        row = common(f, path, "bench/alltoall")
+        row.update(pattern=text(f["bench/alltoall"].attrs["pattern"]), router=ROUTERS[int(g["router"][c])],
+                   experts=float(g.attrs["experts"]), dispatch=text(g.attrs["dispatch"]))
+        row.update({name: float(g[name][c]) for name in copied})
+        ragged, padded = float(g["ragged_wire_bytes"][c]), float(g["padded_wire_bytes"][c])
+        row.update(padded_over_ragged=padded / ragged if ragged > 0 else None)
+        row.update(a2a_bytes_per_step=wire,
+                   a2a_ms_per_step=float(g["dispatch_ms"][c]) + float(g["combine_ms"][c]))
         rows.append(row)
     return rows
 
@@ -193,11 +235,11 @@ def main() -> int:
     for kind, (md_header, md_rows) in tables.items():
         csv_rows = [row for row in got if row["command"] == kind]
         assert len(md_rows) == len(csv_rows), f"{kind}: {len(md_rows)} Markdown rows, {len(csv_rows)} in the CSV"
-        assert set(md_header) <= set(COLUMNS), md_header
+        # the columns, in CSV order, that the CSV fills in at least one row of this kind
+        filled = [c for c in COLUMNS if any(row[c] != "" for row in csv_rows)]
+        assert md_header == filled, f"{kind}: Markdown columns {md_header}, expected {filled}"
         for md, row in zip(md_rows, csv_rows):
             assert len(md) == len(md_header), md
-            # nothing that the CSV holds for this row is missing from the Markdown
-            assert all(row[c] == "" or c in md_header for c in COLUMNS), (kind, md_header)
             for column, cell in zip(md_header, md):
                 if row[column] == "" or cell == "":
                     assert cell == row[column], f"{kind} {column}: Markdown '{cell}', CSV '{row[column]}'"

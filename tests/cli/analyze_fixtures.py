@@ -1,6 +1,6 @@
 """Makes the damaged and foreign fixtures of tests/cli/analyze_run.sh from real traces (h5py).
 
-usage: analyze_fixtures.py TRAIN.h5 CAPACITY.h5 ALLTOALL.h5 OUTDIR
+usage: analyze_fixtures.py TRAIN.h5 CAPACITY.h5 ALLTOALL.h5 ROUTED.h5 OUTDIR
 Writes into OUTDIR:
   trunc.h5      TRAIN as a run that died while flushing: no `complete`, no final eval
                 attributes, /train series 4 rows, layer_1's /routing and /comm series 3 rows
@@ -8,7 +8,9 @@ Writes into OUTDIR:
   cap_trunc.h5  CAPACITY with 5 cells and no `complete`
   a2a_extra.h5  ALLTOALL with datasets analyze does not know: a group and a top-level
                 series of another length
-  a2a_routed.h5 ALLTOALL as a trace of another pattern: no size sweep, pattern 'routed'
+  routed_trunc.h5 ROUTED (alltoall --pattern routed, 5 cells) as a run that died while
+                flushing: no `complete`, its /bench/alltoall/routed series 4 rows but
+                wire_bytes 3 (so 3 complete cells)
   v999.h5       TRAIN with schema_version 999
   foreign.h5    an HDF5 file without moebench's root attributes
   notes.txt     a text file
@@ -27,7 +29,7 @@ def resize_series(group, rows):
 
 
 def main() -> int:
-    train, capacity, alltoall, out = sys.argv[1:5]
+    train, capacity, alltoall, routed, out = sys.argv[1:6]
 
     shutil.copy(train, f"{out}/trunc.h5")
     with h5py.File(f"{out}/trunc.h5", "r+") as f:
@@ -50,13 +52,13 @@ def main() -> int:
         f["bench/alltoall/future_table/alpha_us"] = np.array([1.5, 2.5, 3.5])
         f["bench/alltoall/future_series"] = np.zeros(4)
 
-    shutil.copy(alltoall, f"{out}/a2a_routed.h5")
-    with h5py.File(f"{out}/a2a_routed.h5", "r+") as f:
-        group = f["bench/alltoall"]
-        for name in list(group):
-            del group[name]
-        group.attrs["pattern"] = "routed"
-        group["routed/router"] = np.array([0.0, 1.0, 2.0])
+    shutil.copy(routed, f"{out}/routed_trunc.h5")
+    with h5py.File(f"{out}/routed_trunc.h5", "r+") as f:
+        del f["bench/alltoall"].attrs["complete"]
+        group = f["bench/alltoall/routed"]
+        assert group["router"].shape[0] == 5, group["router"].shape
+        resize_series(group, 4)
+        group["wire_bytes"].resize(3, axis=0)
 
     shutil.copy(train, f"{out}/v999.h5")
     with h5py.File(f"{out}/v999.h5", "r+") as f:
