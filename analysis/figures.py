@@ -482,32 +482,38 @@ def capacity(results: Results, out: Output) -> None:
     def x_of(cf: float) -> float:
         return dropless_x if cf <= 0 else cf
 
-    many = len(results.capacity) > 1
-    fig, (ax_drop, ax_time) = plt.subplots(1, 2, figsize=WIDE, layout="constrained")
-    series = ordered_unique((r["trace"], r["experts"], r["top_k"]) for r in rows)
-    for i, key in enumerate(series):
-        cells = sorted((r for r in rows if (r["trace"], r["experts"], r["top_k"]) == key),
-                       key=lambda r: x_of(r["capacity_factor"]))
-        x = [x_of(r["capacity_factor"]) for r in cells]
-        label = f"E={key[1]}, k={key[2]}" + (f" [{key[0]}]" if many else "")
-        style = dict(color=f"C{i % 10}", marker="o", ms=4, lw=1.3, label=label)
-        ax_drop.plot(x, [100.0 * r["drop_rate"] for r in cells], **style)
-        ax_time.plot(x, [r["exchange_ms"] for r in cells], **style)
+    # One row of two panels per trace (router, dispatch, distribution), one colour per (E, k)
+    # across rows, so several grids stay readable side by side.
+    benches = results.capacity
+    fig, axes = plt.subplots(len(benches), 2, figsize=(WIDE[0], WIDE[1] * len(benches)),
+                             layout="constrained", squeeze=False)
+    colours = {key: f"C{i % 10}" for i, key in
+               enumerate(ordered_unique((r["experts"], r["top_k"]) for r in rows))}
     ticks = factors + ([dropless_x] if any(r["capacity_factor"] <= 0 for r in rows) else [])
     labels = [f"{cf:g}" for cf in factors] + (["dropless"] if len(ticks) > len(factors) else [])
-    for ax in (ax_drop, ax_time):
-        ax.set_xticks(ticks, labels)
-        ax.set_xlabel("capacity factor CF")
-    ax_drop.set(ylabel="dropped assignments (% of requested)", title="Drop rate")
-    ax_time.set(ylabel="dispatch + combine exchange (ms/iteration, slowest rank)",
-                title="Exchange time")
-    log_y_if_wide(ax_time, [r["exchange_ms"] for r in rows])
-    ax_drop.legend(title="experts, top-k")
-    bench = results.capacity[0]
-    attrs = bench.group_attrs
-    fig.suptitle(f"Capacity factor: {attrs.get('router', '?')} routing, {attrs.get('dispatch', '?')} "
-                 f"dispatch, {attrs.get('distribution', '?')} logits, {attrs.get('tokens_per_rank', '?')} "
-                 f"tokens/rank, {bench.world_size} ranks" + (" (first trace)" if many else ""))
+    for (ax_drop, ax_time), bench in zip(axes, benches):
+        mine = [r for r in rows if r["trace"] == bench.run_id]
+        for key in ordered_unique((r["experts"], r["top_k"]) for r in mine):
+            cells = sorted((r for r in mine if (r["experts"], r["top_k"]) == key),
+                           key=lambda r: x_of(r["capacity_factor"]))
+            x = [x_of(r["capacity_factor"]) for r in cells]
+            style = dict(color=colours[key], marker="o", ms=4, lw=1.3, label=f"E={key[0]}, k={key[1]}")
+            ax_drop.plot(x, [100.0 * r["drop_rate"] for r in cells], **style)
+            ax_time.plot(x, [r["exchange_ms"] for r in cells], **style)
+        for ax in (ax_drop, ax_time):
+            ax.set_xticks(ticks, labels)
+            ax.set_xlabel("capacity factor CF")
+        attrs = bench.group_attrs
+        what = (f"{attrs.get('router', '?')}, {attrs.get('dispatch', '?')}, "
+                f"{attrs.get('distribution', '?')} logits" + ("" if bench.complete else " (incomplete)"))
+        ax_drop.set(ylabel="dropped assignments (% of requested)", title=f"Drop rate: {what}")
+        ax_time.set(ylabel="dispatch + combine exchange\n(ms/iteration, slowest rank)",
+                    title=f"Exchange time: {what}")
+        log_y_if_wide(ax_time, [r["exchange_ms"] for r in mine])
+        ax_drop.legend(title="experts, top-k", fontsize="small")
+    bench = benches[0]
+    fig.suptitle(f"Capacity factor: {bench.group_attrs.get('tokens_per_rank', '?')} tokens/rank, "
+                 f"{bench.world_size} ranks, one row per grid")
     out.figure(fig, "capacity")
     out.table("capacity", CAPACITY_COLUMNS, [[r[c] for c in CAPACITY_COLUMNS] for r in rows])
 
