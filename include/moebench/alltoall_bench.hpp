@@ -21,6 +21,7 @@
 
 #include "moebench/dispatcher.hpp"
 #include "moebench/routing.hpp"
+#include "moebench/synthetic_inputs.hpp"
 
 namespace moebench {
 
@@ -62,13 +63,9 @@ int64_t count_wrong_elements(const float* recv, const ExchangeCounts& counts, ui
 struct RoutedOptions {
   RoutingConfig routing;  // router, E, k, CF, drop policy, temperature, ...
   DispatchMode dispatch = DispatchMode::ragged;
-  std::string distribution = "gaussian";  // gaussian | zipf, as `moebench capacity`
-  double logit_std = 1.0;
-  double zipf_s = 1.0;
-  int tokens = 2048;  // T per rank
-  int d_model = 256;  // floats per token row
-  int vocab = 50257;  // token-id range (hash routing)
-  uint64_t seed = 1234;
+  SyntheticInputs inputs;  // the router logits and token ids, as `moebench capacity`
+  int tokens = 2048;       // T per rank
+  int d_model = 256;       // floats per token row
 };
 
 // This rank's synthetic router logits [T, E] and token ids [T] (synthetic_inputs.hpp, batch 0):

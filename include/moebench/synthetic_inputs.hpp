@@ -9,6 +9,11 @@
 #include <cstdint>
 #include <string>
 
+namespace boost::program_options {
+class options_description;
+class variables_map;
+}  // namespace boost::program_options
+
 namespace moebench {
 
 struct SyntheticInputs {
@@ -24,6 +29,12 @@ inline uint64_t synthetic_stream(int E, int rank, int batch) {
   return (static_cast<uint64_t>(E) << 40) ^ (static_cast<uint64_t>(rank) << 20) ^
          static_cast<uint64_t>(batch);
 }
+
+// The options that set them: --distribution, --logit-std, --zipf-s, --vocab.
+void add_synthetic_input_options(boost::program_options::options_description& options);
+// Their values, checked (UsageError naming the option); `seed` is the command's --seed.
+SyntheticInputs resolve_synthetic_inputs(const boost::program_options::variables_map& values,
+                                         uint64_t seed);
 
 // logits [T, E] and ids [T] of one batch.
 void make_synthetic_inputs(float* logits, int32_t* ids, int64_t T, int E,

@@ -68,14 +68,9 @@ po::options_description alltoall_options() {
       ("drop-policy", po::value<std::string>()->default_value("position"), "position | prob")
       ("ec-max-per-token", po::value<int>()->default_value(-1),
        "expert_choice: experts a token may keep (-1 = top-k, 0 = no limit)")
-      ("distribution", po::value<std::string>()->default_value("gaussian"),
-       "synthetic router logits: gaussian (iid normal) | zipf (expert popularity skew)")
-      ("logit-std", po::value<double>()->default_value(1.0), "standard deviation of the logits")
-      ("zipf-s", po::value<double>()->default_value(1.0),
-       "zipf skew: expert e's popularity ~ (e+1)^-s; also skews the hash router's token ids")
       ("tokens", po::value<int>()->default_value(2048), "tokens per rank (T)")
-      ("d-model", po::value<int>()->default_value(256), "hidden size d: a token row is d * 4 bytes")
-      ("vocab", po::value<int>()->default_value(50257), "token-id range for hash routing");
+      ("d-model", po::value<int>()->default_value(256), "hidden size d: a token row is d * 4 bytes");
+  add_synthetic_input_options(routed);
   po::options_description replay("--pattern replay");
   replay.add_options()
       ("replay", po::value<std::string>()->default_value(""),
@@ -161,20 +156,11 @@ void resolve_routed(AlltoallOptions& o, const po::variables_map& vm, int ranks) 
   r.routing.ec_max_per_token = vm["ec-max-per-token"].as<int>();
   r.routing.balance = BalanceKind::none;  // synthetic logits: nothing to balance
   r.dispatch = parse_dispatch_mode("--dispatch", vm["dispatch"].as<std::string>());
-  r.distribution = vm["distribution"].as<std::string>();
-  require(r.distribution == "gaussian" || r.distribution == "zipf",
-          "--distribution: unknown value '" + r.distribution + "' (accepted: gaussian, zipf)");
-  r.logit_std = vm["logit-std"].as<double>();
-  require(std::isfinite(r.logit_std) && r.logit_std >= 0.0, "--logit-std must be a number >= 0");
-  r.zipf_s = vm["zipf-s"].as<double>();
-  require(std::isfinite(r.zipf_s) && r.zipf_s >= 0.0, "--zipf-s must be a number >= 0");
+  r.inputs = resolve_synthetic_inputs(vm, o.seed);
   r.tokens = vm["tokens"].as<int>();
   r.d_model = vm["d-model"].as<int>();
-  r.vocab = vm["vocab"].as<int>();
-  r.seed = o.seed;
   require(r.tokens >= 1, "--tokens must be >= 1");
   require(r.d_model >= 1, "--d-model must be >= 1");
-  require(r.vocab >= 1, "--vocab must be >= 1");
   const int E = r.routing.num_experts;
   require(E >= 1, "--experts must be >= 1");
   std::ostringstream divisible;

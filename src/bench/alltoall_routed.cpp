@@ -30,7 +30,7 @@ void make_routed_inputs(std::vector<float>& logits, std::vector<int32_t>& ids,
   logits.resize(static_cast<size_t>(o.tokens) * E);
   ids.resize(static_cast<size_t>(o.tokens));
   make_synthetic_inputs(logits.data(), ids.data(), o.tokens, E,
-                        {o.distribution, o.logit_std, o.zipf_s, o.vocab, o.seed},
+                        o.inputs,
                         synthetic_stream(E, rank, 0));
 }
 
@@ -183,7 +183,7 @@ int run_routed_pattern(const AlltoallOptions& o, const cli::ParsedCommand& parse
   trace.set_attribute(group, "router_codes",
                       std::string("0 = top1, 1 = topk_hard, 2 = softk, 3 = hash, 4 = expert_choice"));
   trace.set_attribute(group, "dispatch", std::string(to_string(base.dispatch)));
-  trace.set_attribute(group, "distribution", base.distribution);
+  trace.set_attribute(group, "distribution", base.inputs.distribution);
   trace.set_attribute(group, "experts", static_cast<int64_t>(E));
   trace.set_attribute(group, "tokens_per_rank", static_cast<int64_t>(base.tokens));
   trace.set_attribute(group, "d_model", static_cast<int64_t>(base.d_model));
@@ -214,7 +214,7 @@ int run_routed_pattern(const AlltoallOptions& o, const cli::ParsedCommand& parse
     std::printf("\n# moebench alltoall: %d ranks, %d node(s) x %d, pattern routed: E=%d, %d tokens/rank, "
                 "d=%d (%d B per row), %s dispatch, %s logits, %d iters after %d warm-up\n",
                 ranks, shape.nodes, shape.ranks_per_node, E, base.tokens, base.d_model,
-                base.d_model * 4, to_string(base.dispatch), base.distribution.c_str(), o.iters,
+                base.d_model * 4, to_string(base.dispatch), base.inputs.distribution.c_str(), o.iters,
                 o.warmup_iters);
     std::printf("# wire_MB: bytes between distinct ranks in one forward step (dispatch + combine), all ranks;"
                 " the backward pass sends the same again\n");

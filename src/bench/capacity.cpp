@@ -40,15 +40,12 @@ struct CapacityOptions {
   std::vector<int> top_ks;
   RoutingConfig routing;  // router, drop policy, temperature, ... (E, k, CF set per cell)
   DispatchMode dispatch = DispatchMode::ragged;
-  std::string distribution;
-  double logit_std = 1.0;
-  double zipf_s = 1.0;
+  SyntheticInputs inputs;  // distribution, logit std, zipf s, vocabulary, seed
   int tokens = 0;
   int d_model = 0;
   int iters = 0;
   int warmup_iters = 0;
   int logit_batches = 0;
-  int vocab = 0;
   int threads = 1;
   uint64_t seed = 0;
   std::string out;
@@ -72,22 +69,17 @@ po::options_description capacity_options() {
       ("ec-max-per-token", po::value<int>()->default_value(-1),
        "expert_choice: experts a token may keep (-1 = top-k, 0 = no limit)")
       ("dispatch", po::value<std::string>()->default_value("ragged"), "ragged | padded")
-      ("distribution", po::value<std::string>()->default_value("gaussian"),
-       "synthetic router logits: gaussian (iid normal) | zipf (expert popularity skew)")
-      ("logit-std", po::value<double>()->default_value(1.0), "standard deviation of the logits")
-      ("zipf-s", po::value<double>()->default_value(1.0),
-       "zipf exponent: expert e's popularity is proportional to (e+1)^-s; also skews hash token ids")
       ("tokens", po::value<int>()->default_value(4096), "tokens per rank per iteration (T)")
       ("d-model", po::value<int>()->default_value(256), "hidden size d: floats per token row")
       ("iters", po::value<int>()->default_value(200), "timed iterations per grid cell")
       ("warmup-iters", po::value<int>()->default_value(10), "untimed iterations per grid cell")
       ("logit-batches", po::value<int>()->default_value(8),
        "distinct batches of synthetic logits per rank, cycled through the iterations")
-      ("vocab", po::value<int>()->default_value(50257), "token-id range for hash routing")
       ("threads", po::value<int>()->default_value(1), "OpenMP/BLAS threads per rank")
       ("seed", po::value<uint64_t>()->default_value(1234), "seed of the synthetic logits and rows")
       ("out", po::value<std::string>()->default_value("capacity.h5"),
        "HDF5 trace path; the CSV is written beside it (same name, .csv)");
+  add_synthetic_input_options(options);
   return options;
 }
 
@@ -114,28 +106,20 @@ CapacityOptions resolve(const po::variables_map& vm, int ranks) {
   o.routing.ec_max_per_token = vm["ec-max-per-token"].as<int>();
   o.routing.balance = BalanceKind::none;  // synthetic logits: nothing to balance
   o.dispatch = parse_dispatch_mode("--dispatch", vm["dispatch"].as<std::string>());
-  o.distribution = vm["distribution"].as<std::string>();
-  require(o.distribution == "gaussian" || o.distribution == "zipf",
-          "--distribution: unknown value '" + o.distribution + "' (accepted: gaussian, zipf)");
-  o.logit_std = vm["logit-std"].as<double>();
-  require(std::isfinite(o.logit_std) && o.logit_std >= 0.0, "--logit-std must be a number >= 0");
-  o.zipf_s = vm["zipf-s"].as<double>();
-  require(std::isfinite(o.zipf_s) && o.zipf_s >= 0.0, "--zipf-s must be a number >= 0");
   o.tokens = vm["tokens"].as<int>();
   o.d_model = vm["d-model"].as<int>();
   o.iters = vm["iters"].as<int>();
   o.warmup_iters = vm["warmup-iters"].as<int>();
   o.logit_batches = vm["logit-batches"].as<int>();
-  o.vocab = vm["vocab"].as<int>();
   o.threads = vm["threads"].as<int>();
   o.seed = vm["seed"].as<uint64_t>();
+  o.inputs = resolve_synthetic_inputs(vm, o.seed);
   o.out = vm["out"].as<std::string>();
   require(o.tokens >= 1, "--tokens must be >= 1");
   require(o.d_model >= 1, "--d-model must be >= 1");
   require(o.iters >= 1, "--iters must be >= 1");
   require(o.warmup_iters >= 0, "--warmup-iters must be >= 0");
   require(o.logit_batches >= 1, "--logit-batches must be >= 1");
-  require(o.vocab >= 1, "--vocab must be >= 1");
   require(o.threads >= 1, "--threads must be >= 1");
   for (int E : o.experts) {
     std::ostringstream text;
@@ -166,10 +150,9 @@ void make_inputs(std::vector<float>& logits, std::vector<int32_t>& ids, const Ca
   const int64_t T = o.tokens;
   logits.resize(static_cast<size_t>(o.logit_batches) * T * E);
   ids.resize(static_cast<size_t>(o.logit_batches) * T);
-  const SyntheticInputs spec{o.distribution, o.logit_std, o.zipf_s, o.vocab, o.seed};
   for (int b = 0; b < o.logit_batches; ++b) {
     make_synthetic_inputs(logits.data() + static_cast<int64_t>(b) * T * E,
-                          ids.data() + static_cast<int64_t>(b) * T, T, E, spec,
+                          ids.data() + static_cast<int64_t>(b) * T, T, E, o.inputs,
                           synthetic_stream(E, rank, b));
   }
 }
@@ -305,7 +288,7 @@ int run_capacity_command(int argc, char** argv) {
   const std::string group = "/bench/capacity";
   trace.set_attribute(group, "router", std::string(to_string(o.routing.router)));
   trace.set_attribute(group, "dispatch", std::string(to_string(o.dispatch)));
-  trace.set_attribute(group, "distribution", o.distribution);
+  trace.set_attribute(group, "distribution", o.inputs.distribution);
   trace.set_attribute(group, "tokens_per_rank", static_cast<int64_t>(o.tokens));
   trace.set_attribute(group, "d_model", static_cast<int64_t>(o.d_model));
   trace.set_attribute(group, "iters", static_cast<int64_t>(o.iters));
@@ -334,7 +317,7 @@ int run_capacity_command(int argc, char** argv) {
   }
   if (rank == 0) {
     std::printf("\n# moebench capacity: router %s, dispatch %s, %s logits, %d tokens/rank, d=%d, %d ranks, %d thread(s)/rank\n",
-                to_string(o.routing.router), to_string(o.dispatch), o.distribution.c_str(),
+                to_string(o.routing.router), to_string(o.dispatch), o.inputs.distribution.c_str(),
                 o.tokens, o.d_model, ranks, o.threads);
     std::printf("# times: route = mean over ranks; exchange = slowest rank; MB_per_rank = mean sent per rank (incl. self)\n");
     table.print_header(stdout);

@@ -1,13 +1,49 @@
 // Synthetic router inputs of the benchmarks; see synthetic_inputs.hpp.
 #include "moebench/synthetic_inputs.hpp"
 
+#include <boost/program_options.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "moebench/check.hpp"
 #include "moebench/random.hpp"
 
 namespace moebench {
+
+namespace po = boost::program_options;
+
+void add_synthetic_input_options(po::options_description& options) {
+  options.add_options()
+      ("distribution", po::value<std::string>()->default_value("gaussian"),
+       "synthetic router logits: gaussian (iid normal) | zipf (expert popularity skew)")
+      ("logit-std", po::value<double>()->default_value(1.0), "standard deviation of the logits")
+      ("zipf-s", po::value<double>()->default_value(1.0),
+       "zipf exponent: expert e's popularity is proportional to (e+1)^-s; also skews hash token ids")
+      ("vocab", po::value<int>()->default_value(50257), "token-id range for hash routing");
+}
+
+SyntheticInputs resolve_synthetic_inputs(const po::variables_map& values, uint64_t seed) {
+  SyntheticInputs in;
+  in.distribution = values["distribution"].as<std::string>();
+  in.logit_std = values["logit-std"].as<double>();
+  in.zipf_s = values["zipf-s"].as<double>();
+  in.vocab = values["vocab"].as<int>();
+  in.seed = seed;
+  if (in.distribution != "gaussian" && in.distribution != "zipf") {
+    throw UsageError("--distribution: unknown value '" + in.distribution +
+                     "' (accepted: gaussian, zipf)");
+  }
+  if (!(std::isfinite(in.logit_std) && in.logit_std >= 0.0)) {
+    throw UsageError("--logit-std must be a number >= 0");
+  }
+  if (!(std::isfinite(in.zipf_s) && in.zipf_s >= 0.0)) {
+    throw UsageError("--zipf-s must be a number >= 0");
+  }
+  if (in.vocab < 1) throw UsageError("--vocab must be >= 1");
+  return in;
+}
 
 void make_synthetic_inputs(float* logits, int32_t* ids, int64_t T, int E,
                            const SyntheticInputs& spec, uint64_t stream) {

@@ -41,8 +41,8 @@ RoutedOptions small_options(RouterKind router, int top_k, DispatchMode mode) {
   o.dispatch = mode;
   o.tokens = 96;
   o.d_model = 6;
-  o.vocab = 1000;
-  o.seed = 42;
+  o.inputs.vocab = 1000;
+  o.inputs.seed = 42;
   return o;
 }
 
@@ -61,8 +61,8 @@ TEST(AlltoallRouted, MatrixIsTheDispatchersBytesSent) {
   for (const Case& c : kCases) {
     for (DispatchMode mode : {DispatchMode::ragged, DispatchMode::padded}) {
       RoutedOptions o = small_options(c.router, c.top_k, mode);
-      o.distribution = c.distribution;
-      o.zipf_s = 1.2;
+      o.inputs.distribution = c.distribution;
+      o.inputs.zipf_s = 1.2;
       const std::string what = std::string(to_string(c.router)) + " k=" + std::to_string(c.top_k) +
                                " " + to_string(mode) + " " + c.distribution + " rank " + std::to_string(rank);
       const RoutedPattern pattern = make_routed_pattern(o, MPI_COMM_WORLD);
