@@ -326,13 +326,16 @@ def expert_load(results: Results, out: Output) -> None:
 
 # ---- samples: token x expert --------------------------------------------------------------------
 
-def final_sample(run: moetrace.TrainRun):
-    """(step, tokens [T], experts [blocks, T]) of the last /samples row, or None."""
-    samples = run.samples
-    if len(samples.get("tokens", ())) == 0 or len(samples.get("experts", ())) == 0:
-        return None
-    step = int(samples["step"][-1]) if len(samples.get("step", ())) else -1
-    return step, samples["tokens"][-1].astype(int), samples["experts"][-1][:max(run.moe_blocks, 1)]
+def final_samples(results: Results):
+    """(run, step, tokens [T], experts [blocks, T]) of the last /samples row of every training
+    run that has one."""
+    for run in results.train:
+        samples = run.samples
+        if len(samples.get("tokens", ())) == 0 or len(samples.get("experts", ())) == 0:
+            continue
+        step = int(samples["step"][-1]) if len(samples.get("step", ())) else -1
+        yield (run, step, samples["tokens"][-1].astype(int),
+               samples["experts"][-1][:max(run.moe_blocks, 1)])
 
 
 MAX_HEATMAP_TOKENS = 24
@@ -342,11 +345,7 @@ MAX_HEATMAP_TOKENS = 24
                                 "sequence, one file per run, with top tokens per expert")
 def token_expert_heatmap(results: Results, out: Output) -> None:
     drawn = 0
-    for run in results.train:
-        sample = final_sample(run)
-        if sample is None:
-            continue
-        step, tokens, experts = sample
+    for run, step, tokens, experts in final_samples(results):
         blocks, E = experts.shape[0], run.experts
         # counts[b, token, e]; the last column counts dropped tokens (expert -1)
         vocab = np.unique(tokens)
@@ -407,11 +406,7 @@ TOKENS_PER_LINE = 48
                           "one panel per MoE block, one file per run")
 def colored_tokens(results: Results, out: Output) -> None:
     drawn = 0
-    for run in results.train:
-        sample = final_sample(run)
-        if sample is None:
-            continue
-        step, tokens, experts = sample
+    for run, step, tokens, experts in final_samples(results):
         blocks, E = experts.shape[0], run.experts
         glyphs = token_glyphs(tokens, run.byte_level)
         palette = expert_colors(E)

@@ -35,6 +35,13 @@ enum ExchangePhase { kDispatchForward = 0, kCombineForward, kCombineBackward, kD
                      kNumExchangePhases };
 const char* exchange_phase_name(int phase);
 
+// The expert-major layout of the received blocks: block (peer p, local expert le) of
+// block_rows [P, E_local] starts at row block_expert [P, E_local] of the expert-major buffer,
+// local expert le's rows at expert_offsets [E_local + 1]. Returns the rows in all. Shared by
+// the CPU and CUDA dispatchers.
+int64_t expert_major_layout(const int* block_rows, int P, int EL, int64_t* block_expert,
+                            int64_t* expert_offsets);
+
 // Seconds spent, summed over calls (MPI_Wtime, this rank).
 struct DispatchTimings {
   double permute = 0.0;    // packing token rows into the send layout, and reordering

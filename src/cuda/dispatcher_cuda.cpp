@@ -104,15 +104,7 @@ void CudaDispatcher::set_plan(const DeviceRoutingPlan& plan) {
     }
   }
   MOEBENCH_CHECK(source_row <= max_expert_rows_, "received rows exceed the reserved buffer");
-  int64_t expert_row = 0;
-  for (int le = 0; le < EL; ++le) {
-    expert_offsets_[le] = expert_row;
-    for (int p = 0; p < P; ++p) {
-      block_expert_[p * EL + le] = expert_row;
-      expert_row += block_rows_[p * EL + le];
-    }
-  }
-  expert_offsets_[EL] = expert_row;
+  expert_major_layout(block_rows_.data(), P, EL, block_expert_.data(), expert_offsets_.data());
   int64_t send_displ = 0, recv_displ = 0;
   for (int p = 0; p < P; ++p) {
     const int64_t send_rows = send_expert_offset_[(p + 1) * EL] - send_expert_offset_[p * EL];

@@ -34,6 +34,20 @@ int checked_int(int64_t value, const char* what) {
 
 }  // namespace
 
+int64_t expert_major_layout(const int* block_rows, int P, int EL, int64_t* block_expert,
+                            int64_t* expert_offsets) {
+  int64_t expert_row = 0;
+  for (int le = 0; le < EL; ++le) {
+    expert_offsets[le] = expert_row;
+    for (int p = 0; p < P; ++p) {
+      block_expert[p * EL + le] = expert_row;
+      expert_row += block_rows[p * EL + le];
+    }
+  }
+  expert_offsets[EL] = expert_row;
+  return expert_row;
+}
+
 const char* to_string(DispatchMode mode) { return mode == DispatchMode::ragged ? "ragged" : "padded"; }
 
 DispatchMode parse_dispatch_mode(const std::string& option, const std::string& name) {
@@ -140,15 +154,7 @@ void Dispatcher::set_plan(const RoutingPlan& plan) {
     peer_rows_send_[p] = static_cast<int>(send_expert_offset_[(p + 1) * EL] - send_expert_offset_[p * EL]);
   }
   MOEBENCH_CHECK(source_row <= max_expert_rows_, "received rows exceed the reserved buffer");
-  int64_t expert_row = 0;
-  for (int le = 0; le < EL; ++le) {
-    expert_offsets_[le] = expert_row;
-    for (int p = 0; p < P; ++p) {
-      block_expert_[p * EL + le] = expert_row;
-      expert_row += block_rows_[p * EL + le];
-    }
-  }
-  expert_offsets_[EL] = expert_row;
+  expert_major_layout(block_rows_.data(), P, EL, block_expert_.data(), expert_offsets_.data());
   int64_t send_displ = 0, recv_displ = 0;
   for (int p = 0; p < P; ++p) {
     send_counts_[p] = checked_int(static_cast<int64_t>(peer_rows_send_[p]) * d_model_, "a send count");
