@@ -15,6 +15,7 @@
 #include <cstring>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -254,6 +255,12 @@ int run_train_command(int argc, char** argv) {
   TrainOptions o = resolve(parsed.values);
   omp_set_num_threads(o.threads);
   openblas_set_num_threads(o.threads);
+  if (rank == 0 && o.threads > 1 && std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    // libgomp reads it before main, so the note is all the program can do (docs/benchmarks.md).
+    std::printf("# note: --threads %d without OMP_WAIT_POLICY: spinning OpenMP workers slow the "
+                "BLAS threads several-fold; set OMP_WAIT_POLICY=passive (launch/mpirun.sh does)\n",
+                o.threads);
+  }
 
   // Data: every rank opens it; a rank that cannot makes all of them stop with its message.
   // The model's vocabulary is the data's; token_bytes[id] (text bytes per token) turns the

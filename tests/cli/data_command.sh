@@ -119,6 +119,7 @@ bad_cases=(
   "--vocab-size and --tokenizer-model apply to --tokenizer bpe only|--vocab-size 300 --out $work/d.bin"
   "--vocab-size 100: SentencePiece could not train a BPE model on this text: .*Vocabulary size is smaller than required_chars|--tokenizer bpe --vocab-size 100 --corpus-bytes 20000 --out $work/d.bin"
   "--vocab-size 60000: SentencePiece could not train a BPE model on this text: .*Vocabulary size too high .*Please set it to a value <= [0-9]+|--tokenizer bpe --vocab-size 60000 --corpus-bytes 20000 --out $work/d.bin"
+  "--tokenizer-model must be a path other than --out|--tokenizer bpe --vocab-size 400 --out $work/d.bin --tokenizer-model $work/d.bin"
   "--tokenizer-model: cannot write the tokenizer model '$work/missing/d.model'|--tokenizer bpe --vocab-size 400 --corpus-bytes 20000 --out $work/d.bin --tokenizer-model $work/missing/d.model"
   "--tokenizer: unknown value 'words'|--tokenizer words --out $work/e.bin"
   "unknown option '--bogus'; run 'moebench data --help'|--bogus --out $work/f.bin"

@@ -62,6 +62,8 @@ expect_success "train trace OK" -- "$python" "$here/check_train_trace.py" "$work
 expect_failure "tokenizer model '$work/bpe500.model' has a vocabulary of 500 but '$work/bpe.bin' holds 600" -- \
   "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --batch-size 2 --data "$work/bpe.bin" \
   --tokenizer-model "$work/bpe500.model" --out "$work/x.h5"
+expect_failure "--tokenizer-model goes with the BPE shard it wrote \\(--data\\); the built-in corpus is byte-level" --status 2 -- \
+  "$moebench" train "${tiny[@]}" --batch-size 2 --tokenizer-model "$work/bpe.model" --out "$work/x.h5"
 rm "$work/bpe.model"
 expect_failure "'$work/bpe.bin' holds tokens of a vocabulary of 600; bits per byte needs the tokenizer model" -- \
   "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --batch-size 2 --data "$work/bpe.bin" --out "$work/x.h5"
