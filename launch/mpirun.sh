@@ -17,7 +17,8 @@ export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$OMP_NUM_THREADS}
 # With several threads per rank, OpenMP regions and OpenBLAS' own (pthread) threads take
 # turns; libgomp's default lets finished OpenMP workers spin for a while, stealing the cores the
 # next sgemm's threads need. Passive waiting: the quickstart model on 1 rank x 2 threads trains
-# at 9.5 k tokens/s instead of 1.4-5 k (and PyTorch eager at 7.0 k instead of 2.3 k).
+# at 9.5 k tokens/s instead of 1.4-5 k (and PyTorch eager at 7.0 k instead of 2.3 k;
+# OMP_WAIT_POLICY unset vs passive, minutes apart: docs/benchmarks.md, "Training throughput").
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 flags+=(-x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x OMP_WAIT_POLICY)
 # Keep Open MPI quiet about missing high-speed fabrics on a single machine.
