@@ -9,11 +9,14 @@
 // time is the median over rounds. `warmup` untimed rounds come first.
 // FLOPs count the GEMMs only (forward 2 x 2 N d h, backward 4 x 2 N d h); bias, GELU and
 // bias gradients are work the layer does but not counted, so they show up as lost efficiency.
-// The "sgemm only" rows issue the same per-expert sgemm calls without the elementwise work,
-// separating what grouping costs from what the elementwise passes cost.
+// The "sgemm only" rows issue one whole-expert sgemm per expert and product, threaded by
+// OpenBLAS itself, without the elementwise work; the baseline is OpenBLAS's own threaded sgemm
+// too. experts_forward/backward run their blocks under OpenMP with single-threaded BLAS
+// (blas.hpp), so each case sets the BLAS threads it needs before it runs.
 //
-// Usage: bench_experts [repetitions=7] [warmup=2] [baseline_size=2048]
-// Threads: OMP_NUM_THREADS (elementwise) and OPENBLAS_NUM_THREADS (sgemm).
+// Usage: bench_experts [repetitions=7] [warmup=2] [baseline_size=2048] [E d h rows]
+//   (default shape E = 16, d = 512, h = 2048, 8192 rows; the quickstart's is 8 128 512 2048)
+// Threads: OMP_NUM_THREADS (the experts' team and the BLAS threads of the OpenBLAS cases).
 #include <cblas.h>
 #include <omp.h>
 
@@ -54,6 +57,13 @@ std::vector<int64_t> zipf_counts(int experts, int empty, int64_t total) {
     counts[e] = static_cast<int64_t>(std::floor(static_cast<double>(total) * weight[e] / sum));
   }
   counts[0] += total - std::accumulate(counts.begin(), counts.end(), int64_t{0});
+  return counts;
+}
+
+// total rows split evenly, the remainder to the first experts.
+std::vector<int64_t> even_counts(int experts, int64_t total) {
+  std::vector<int64_t> counts(static_cast<size_t>(experts), total / experts);
+  for (int64_t e = 0; e < total % experts; ++e) ++counts[static_cast<size_t>(e)];
   return counts;
 }
 
@@ -108,10 +118,22 @@ int main(int argc, char** argv) {
   const int repetitions = argc > 1 ? std::atoi(argv[1]) : 7;
   const int warmup = argc > 2 ? std::atoi(argv[2]) : 2;
   const int baseline_size = argc > 3 ? std::atoi(argv[3]) : 2048;
+  const bool custom_shape = argc > 7;
+  const ExpertShape shape{custom_shape ? std::atoi(argv[4]) : 16,
+                          custom_shape ? std::atoi(argv[5]) : 512,
+                          custom_shape ? std::atoi(argv[6]) : 2048};
+  const int64_t total_rows = custom_shape ? std::atoll(argv[7]) : 8192;
+  if (shape.num_experts < 3 || shape.d_model < 1 || shape.d_hidden < 1 || total_rows < 1) {
+    std::fprintf(stderr, "bench_experts: E must be >= 3 and d, h, rows >= 1\n");
+    return 2;
+  }
+  const int threads = omp_get_max_threads();
+  const auto openblas_threads = [threads] { openblas_set_num_threads(threads); };
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
-  std::printf("# bench_experts: OpenMP threads %d (OMP_WAIT_POLICY=%s), OpenBLAS threads %d\n",
-              omp_get_max_threads(), wait_policy != nullptr ? wait_policy : "unset",
-              openblas_get_num_threads());
+  std::printf("# bench_experts: %d threads (OMP_WAIT_POLICY=%s); E = %d, d = %d, h = %d, "
+              "%lld rows\n", threads, wait_policy != nullptr ? wait_policy : "unset",
+              shape.num_experts, shape.d_model, shape.d_hidden,
+              static_cast<long long>(total_rows));
   std::printf("# %s\n", openblas_get_config());
   std::printf("# %d timed rounds after %d warm-up rounds, cases round-robin; medians; "
               "FLOPs = GEMM FLOPs only\n", repetitions, warmup);
@@ -126,13 +148,12 @@ int main(int argc, char** argv) {
   fill_normal(b, 2, 1.0);
   std::vector<Case> cases;
   cases.push_back({"sgemm " + std::to_string(n) + "^3", 2.0 * n * double(n) * n, [&] {
+                     openblas_threads();
                      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f,
                                  a.data(), n, b.data(), n, 0.0f, c.data(), n);
                    }});
 
-  // (2) Experts at MoE shapes: E_local = 16, d = 512, h = 2048, 8192 rows (512 per expert).
-  const ExpertShape shape{16, 512, 2048};
-  const int64_t total_rows = 8192;
+  // (2) Experts at MoE shapes.
   const int64_t d = shape.d_model;
   const int64_t h = shape.d_hidden;
   std::vector<float> params(static_cast<size_t>(moebench::expert_param_count(shape)));
@@ -152,8 +173,8 @@ int main(int argc, char** argv) {
   const ExpertActivations saved{pre.data(), act.data()};
 
   const std::vector<std::pair<std::string, std::vector<int64_t>>> distributions = {
-      {"even", std::vector<int64_t>(16, total_rows / 16)},
-      {"zipf", zipf_counts(16, 2, total_rows)},
+      {"even", even_counts(shape.num_experts, total_rows)},
+      {"zipf", zipf_counts(shape.num_experts, 2, total_rows)},
   };
   std::vector<std::vector<int64_t>> offsets;  // one per distribution, [E_local + 1]
   for (const auto& [label, counts] : distributions) {
@@ -177,11 +198,13 @@ int main(int argc, char** argv) {
     };
     const std::vector<int64_t>& off = offsets[i];
     cases.push_back({label + ": sgemm only, fwd", 2 * product_flops, [&, off] {
+                       openblas_threads();
                        experts_sgemm_only(false, off, shape, in.data(), pre.data(), out.data(),
                                           d_hidden.data(), d_out.data(), d_in.data(), p, g);
                      }});
     cases.push_back({label + ": experts_forward", 2 * product_flops, forward});
     cases.push_back({label + ": sgemm only, fwd+bwd", 6 * product_flops, [&, off] {
+                       openblas_threads();
                        experts_sgemm_only(true, off, shape, in.data(), pre.data(), out.data(),
                                           d_hidden.data(), d_out.data(), d_in.data(), p, g);
                      }});

@@ -14,13 +14,15 @@ fi
 # all-to-all 2-3x slower with the default thread count on 2 cores).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$OMP_NUM_THREADS}
-# With several threads per rank, OpenMP regions and OpenBLAS' own (pthread) threads take
-# turns; libgomp's default lets finished OpenMP workers spin for a while, stealing the cores the
-# next sgemm's threads need. Passive waiting: the quickstart model on 1 rank x 2 threads trains
-# at 9.5 k tokens/s instead of 1.4-5 k (and PyTorch eager at 7.0 k instead of 2.3 k;
-# OMP_WAIT_POLICY unset vs passive, minutes apart: docs/benchmarks.md, "Training throughput").
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-flags+=(-x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x OMP_WAIT_POLICY)
+# OMP_WAIT_POLICY is passed on when set and otherwise left to libgomp's default (spin briefly,
+# then sleep; it spins less by itself when threads outnumber cores). moebench runs all its
+# threads in one OpenMP pool (BLAS single-threaded inside it, include/moebench/blas.hpp), so a
+# briefly spinning worker is ready for the next region: passive waiting halves the quickstart
+# model's speed on 1 rank x 2 threads (docs/benchmarks.md, "Training throughput").
+flags+=(-x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS)
+if [ -n "${OMP_WAIT_POLICY:-}" ]; then
+  flags+=(-x OMP_WAIT_POLICY)
+fi
 # Keep Open MPI quiet about missing high-speed fabrics on a single machine.
 export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 export OMPI_MCA_rmaps_base_oversubscribe=1

@@ -38,11 +38,11 @@ np=${NP:-$slots}
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$OMP_NUM_THREADS}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}           # see launch/mpirun.sh
 export HDF5_USE_FILE_LOCKING=${HDF5_USE_FILE_LOCKING:-FALSE}   # parallel HDF5 on NFS/Lustre
 launcher="mpirun -np $np --hostfile $hostfile --map-by slot:PE=$OMP_NUM_THREADS --bind-to core"
 [ "$(id -u)" = 0 ] && launcher+=" --allow-run-as-root"
-launcher+=" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x OMP_WAIT_POLICY -x HDF5_USE_FILE_LOCKING"
+launcher+=" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x HDF5_USE_FILE_LOCKING"
+[ -n "${OMP_WAIT_POLICY:-}" ] && launcher+=" -x OMP_WAIT_POLICY"   # else libgomp's default: launch/mpirun.sh
 [ -n "${MPIRUN_FLAGS:-}" ] && launcher+=" $MPIRUN_FLAGS"
 export LAUNCHER=$launcher NP=$np
 echo "mpirun_hostfile.sh: $np ranks over $(grep -cvE '^[[:space:]]*(#|$)' "$hostfile") hosts of $hostfile"

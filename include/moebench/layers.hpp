@@ -142,6 +142,9 @@ struct AdamWSettings {
   float beta2 = 0.999f;
   float eps = 1e-8f;
   float weight_decay = 0.0f;
+  // The gradient the update uses is grad_scale * grads: averaging over ranks and the global
+  // norm clip folded into the one pass that reads the gradient anyway.
+  float grad_scale = 1.0f;
 };
 // One step over n parameters, step = 1, 2, ... (the count including this one; else Error):
 //   m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
@@ -149,8 +152,15 @@ struct AdamWSettings {
 //   param -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * param)
 // where wd = weight_decay for elements with decay_mask[i] != 0 and 0 elsewhere (the caller
 // clears the mask on norms and biases); decay_mask == nullptr decays every element.
+// with g = grad_scale * grads[i] (as one float product),
 // params, m, v [n] updated in place; grads [n]; decay_mask [n] or nullptr.
 void adamw_update(float* params, float* m, float* v, const float* grads, const uint8_t* decay_mask,
                   int64_t n, const AdamWSettings& settings, int step);
+
+// sum of values[i]^2 in double, for the global gradient norm. OpenMP over fixed blocks of
+// kSquaresBlock elements, each summed in order, the block sums added in block order: the
+// result does not depend on the thread count.
+inline constexpr int64_t kSquaresBlock = 16384;
+double sum_of_squares(const float* values, int64_t n);
 
 }  // namespace moebench

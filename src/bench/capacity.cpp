@@ -5,9 +5,7 @@
 // and afterwards checks that every token came back as (sum of its kept gates) * x_t.
 #include "moebench/capacity.hpp"
 
-#include <cblas.h>
 #include <mpi.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "moebench/blas.hpp"
 #include "moebench/check.hpp"
 #include "moebench/cli.hpp"
 #include "moebench/dispatcher.hpp"
@@ -263,8 +262,7 @@ int run_capacity_command(int argc, char** argv) {
     return 0;
   }
   const CapacityOptions o = resolve(parsed.values, ranks);
-  omp_set_num_threads(o.threads);
-  openblas_set_num_threads(o.threads);
+  set_compute_threads(o.threads);
   if (rank == 0) cli::print_config_table(std::cout, "capacity", parsed);
 
   TraceWriter trace(o.out, comm, TraceRunInfo{"capacity", parsed.command_line, parsed.resolved},

@@ -1,36 +1,25 @@
-// Fast expert FFN: one OpenBLAS sgemm per expert and product, OpenMP over elementwise work.
+// Fast expert FFN: OpenMP over blocks of rows and of columns, one single-threaded BLAS call per
+// block (blas.hpp), the elementwise work beside the products that feed it.
 //
-// Threading. Two thread pools share the cores: OpenBLAS's own pthreads (Debian's OpenBLAS is
-// the pthread build) inside every sgemm, and OpenMP's for the elementwise passes. They take
-// turns and never compute at the same time:
-//  - Experts are visited one after another and each product goes to a threaded cblas_sgemm
-//    (OpenBLAS itself runs small products on one thread). We do not run experts in parallel
-//    under OpenMP: calling the pthread OpenBLAS from an OpenMP region would either start
-//    T_omp x T_blas threads on T cores or need openblas_set_num_threads(1), a process-wide
-//    switch, and one hot expert (uneven routing) would become one thread's critical path.
-//  - The elementwise work of *all* experts is batched into as few OpenMP regions as the data
-//    dependencies allow: forward = [sgemm x W1 for every expert] [bias + GELU, one region]
-//    [sgemm act W2 for every expert] [bias, one region]; backward = [dW2 and d_hidden sgemms]
-//    [GELU' + both bias gradients, one region] [dW1 and d_in sgemms]. After a region, idle
-//    OpenMP workers spin before sleeping (libgomp's default, milliseconds, unless
-//    OMP_WAIT_POLICY=passive) and steal cores from the next sgemm; one region per expert
-//    pays that 4 x E times per step, batching 3 times whatever E is. The price is that
-//    bias + GELU streams [N, h] through memory instead of finding each expert's freshly
-//    written slice in cache. Measured (bench/bench_experts.cpp, 2 shared cores, E = 16,
-//    d = 512, h = 2048), forward as a fraction of one 2048^3 sgemm: per-expert regions ~50 %
-//    with the default wait policy and ~85 % with OMP_WAIT_POLICY=passive; batched ~75-80 %
-//    with either, so batching is the choice that does not depend on the environment.
+// Forward, one parallel region: a work item is kRowBlock rows of one expert, and runs
+//   pre = x W1 -> pre += b1, act = GELU(pre) -> out = act W2 -> out += b2
+// on one thread, so the [rows, h] hidden block is still in cache when GELU reads it and when
+// the second product reads act.
+// Backward, one parallel region in two phases:
+//  1. per row block: dh = dy W2^T -> dh *= GELU'(pre) -> dx = dh W1^T (all row-local);
+//  2. per (expert, kHiddenBlock columns of h): dW2[e][cols, :] += act^T dy,
+//     dW1[e][:, cols] += x^T dh, db1[e][cols] += column sums of dh, and (first block only)
+//     db2[e] += column sums of dy. Each weight-gradient element is one BLAS call's sum over all
+//     of the expert's rows; each bias column is summed by one thread in row order.
+// Blocks are fixed sizes, never derived from the thread count, so results do not depend on it;
+// uneven experts (one hot, some empty) only change how many blocks there are. Nothing here
+// allocates.
 //
 // GELU. Evaluated through the identity
 //   0.5 (1 + tanh z) = sigmoid(2 z) = 1 / (1 + exp(-2 z)),   z = sqrt(2/pi) (u + 0.044715 u^3),
 // with a branch-free exp that the compiler vectorises (libm's tanhf/expf are scalar calls that
 // GCC vectorises only under -ffast-math). The tests hold it to a few ulp of the exact
 // double-precision gelu().
-//
-// Determinism: bias gradients are summed per column by one thread in row order, so results
-// do not depend on the OpenMP thread count. Nothing here allocates.
-#include <cblas.h>
-
 #include <algorithm>
 #include <bit>
 #include <climits>
@@ -38,6 +27,7 @@
 #include <string>
 
 #include "experts_internal.hpp"
+#include "moebench/blas.hpp"
 #include "moebench/check.hpp"
 #include "moebench/experts.hpp"
 
@@ -61,13 +51,16 @@ constexpr float kGeluCubic = 0.044715f;
 #define MOEBENCH_ELEMENTWISE_CLONES
 #endif
 
-// Elementwise passes below this many elements run on the calling thread only: a parallel
-// region costs a few microseconds, more than the work.
-constexpr int64_t kParallelThreshold = 32768;
+// Rows of one expert per forward / backward-phase-1 work item: 64 x h floats of hidden
+// activations (128 KiB at h = 512) stay in L2 between a product and the pass that reads it.
+constexpr int64_t kRowBlock = 128;
 
-// Bias-gradient work item: one expert's rows in 256 columns (1 KiB per row), summed by one
-// thread into a stack accumulator.
-constexpr int64_t kColumnBlock = 256;
+// Columns of h per weight-gradient work item (backward phase 2).
+constexpr int64_t kHiddenBlock = 256;
+
+// Regions with less work than this many multiply-adds run on the calling thread: waking the
+// other threads costs more.
+constexpr int64_t kParallelThreshold = 1 << 18;
 
 // exp(x), with x clamped to [-80, 80] so that 1 / (1 + exp) and exp * sigmoid stay normal
 // floats. Cephes expf: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial, 2^n
@@ -119,26 +112,6 @@ inline float gelu_derivative_fast(float u) {
   return s + 2.0f * u * s * (e * s) * dz;
 }
 
-int blas_int(int64_t value) {
-  MOEBENCH_CHECK(value <= INT_MAX, "dimension " + std::to_string(value) +
-                                       " does not fit the 32-bit BLAS interface");
-  return static_cast<int>(value);
-}
-
-// C[m, n] = op(A) op(B) + beta C, row-major.
-void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, const float* a,
-           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans,
-              transpose_b ? CblasTrans : CblasNoTrans, blas_int(m), blas_int(n), blas_int(k),
-              1.0f, a, blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
-}
-
-// The expert owning row r (row_offsets[e] <= r < row_offsets[e + 1]; empty experts skipped).
-int expert_of_row(const int64_t* row_offsets, int num_experts, int64_t row) {
-  const int64_t* end = row_offsets + num_experts + 1;
-  return static_cast<int>(std::upper_bound(row_offsets, end, row) - row_offsets) - 1;
-}
-
 // pre[:] += bias; act[:] = GELU(pre[:]).   pre, act, bias: [cols]
 MOEBENCH_ELEMENTWISE_CLONES
 void add_bias_gelu_row(float* pre, float* act, const float* bias, int64_t cols) {
@@ -150,98 +123,64 @@ void add_bias_gelu_row(float* pre, float* act, const float* bias, int64_t cols) 
   }
 }
 
-// For every row r of expert e: pre[r, :] += b1[e, :]; act[r, :] = GELU(pre[r, :]).
-// pre, act: [N, h]; b1: [E_local, h]
-void add_bias_gelu(float* pre, float* act, const float* b1, const int64_t* row_offsets,
-                   const ExpertShape& shape) {
-  const int64_t h = shape.d_hidden;
-  const int64_t first = row_offsets[0];
-  const int64_t last = row_offsets[shape.num_experts];
-#pragma omp parallel for schedule(static) if ((last - first) * h >= kParallelThreshold)
-  for (int64_t r = first; r < last; ++r) {
-    const float* bias = b1 + expert_of_row(row_offsets, shape.num_experts, r) * h;
-    add_bias_gelu_row(pre + r * h, act + r * h, bias, h);
-  }
-}
-
-// For every row r of expert e: out[r, :] += b2[e, :].   out: [N, d]; b2: [E_local, d]
-void add_bias(float* out, const float* b2, const int64_t* row_offsets, const ExpertShape& shape) {
-  const int64_t d = shape.d_model;
-  const int64_t first = row_offsets[0];
-  const int64_t last = row_offsets[shape.num_experts];
-#pragma omp parallel for schedule(static) if ((last - first) * d >= kParallelThreshold)
-  for (int64_t r = first; r < last; ++r) {
-    const float* bias = b2 + expert_of_row(row_offsets, shape.num_experts, r) * d;
-    float* row = out + r * d;
-#pragma omp simd
-    for (int64_t c = 0; c < d; ++c) row[c] += bias[c];
-  }
-}
-
-// bias_grad[c] += sum of matrix[r, c] over rows [first_row, last_row), for the columns
-// [first_column, first_column + width).   matrix: [N, cols]; bias_grad: [cols] (one expert's)
+// grad[:] *= GELU'(pre[:]).   grad, pre: [cols]
 MOEBENCH_ELEMENTWISE_CLONES
-void sum_column_block(float* bias_grad, const float* matrix, int64_t first_row,
-                      int64_t last_row, int64_t cols, int64_t first_column, int64_t width) {
-  float sum[kColumnBlock] = {};
-  for (int64_t r = first_row; r < last_row; ++r) {
-    const float* row = matrix + r * cols + first_column;
+void gelu_backward_row(float* grad, const float* pre, int64_t cols) {
 #pragma omp simd
-    for (int64_t c = 0; c < width; ++c) sum[c] += row[c];
-  }
-  for (int64_t c = 0; c < width; ++c) bias_grad[first_column + c] += sum[c];
+  for (int64_t c = 0; c < cols; ++c) grad[c] *= gelu_derivative_fast(pre[c]);
 }
 
-// The same block of grad: first grad *= GELU'(pre), then bias_grad += column sums of grad.
-// grad, pre: [N, cols]; bias_grad: [cols] (one expert's)
+// row[:] += bias[:].   row, bias: [cols]
+void add_bias_row(float* row, const float* bias, int64_t cols) {
+#pragma omp simd
+  for (int64_t c = 0; c < cols; ++c) row[c] += bias[c];
+}
+
+// sums[c] += sum of matrix[r, c] over rows [0, rows), in row order.   matrix: [rows, stride]
 MOEBENCH_ELEMENTWISE_CLONES
-void gelu_backward_column_block(float* bias_grad, float* grad, const float* pre,
-                                int64_t first_row, int64_t last_row, int64_t cols,
-                                int64_t first_column, int64_t width) {
-  float sum[kColumnBlock] = {};
-  for (int64_t r = first_row; r < last_row; ++r) {
-    float* grad_row = grad + r * cols + first_column;
-    const float* pre_row = pre + r * cols + first_column;
+void add_column_sums(float* sums, const float* matrix, int64_t rows, int64_t stride,
+                     int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = matrix + r * stride;
 #pragma omp simd
-    for (int64_t c = 0; c < width; ++c) {
-      grad_row[c] *= gelu_derivative_fast(pre_row[c]);
-      sum[c] += grad_row[c];
-    }
+    for (int64_t c = 0; c < cols; ++c) sums[c] += row[c];
   }
-  for (int64_t c = 0; c < width; ++c) bias_grad[first_column + c] += sum[c];
 }
 
-// d_hidden *= GELU'(hidden_pre); db1[e] += column sums of d_hidden over e's rows;
-// db2[e] += column sums of d_out over e's rows. One parallel region; a work item is one
-// (expert, column block), so every column is summed by one thread in row order.
-// d_hidden, hidden_pre: [N, h]; d_out: [N, d]; db1: [E_local, h]; db2: [E_local, d]
-void gelu_backward_and_bias_grads(float* d_hidden, float* db1, float* db2, const float* d_out,
-                                  const float* hidden_pre, const int64_t* row_offsets,
-                                  const ExpertShape& shape) {
-  const int64_t experts = shape.num_experts;
-  const int64_t d = shape.d_model;
-  const int64_t h = shape.d_hidden;
-  const int64_t hidden_blocks = (h + kColumnBlock - 1) / kColumnBlock;
-  const int64_t model_blocks = (d + kColumnBlock - 1) / kColumnBlock;
-  const int64_t rows = row_offsets[experts] - row_offsets[0];
-#pragma omp parallel if (rows * h >= kParallelThreshold)
-  {
-#pragma omp for schedule(dynamic) nowait
-    for (int64_t item = 0; item < experts * hidden_blocks; ++item) {
-      const int64_t e = item / hidden_blocks;
-      const int64_t first_column = (item % hidden_blocks) * kColumnBlock;
-      gelu_backward_column_block(db1 + e * h, d_hidden, hidden_pre, row_offsets[e],
-                                 row_offsets[e + 1], h, first_column,
-                                 std::min(kColumnBlock, h - first_column));
-    }
-#pragma omp for schedule(dynamic)
-    for (int64_t item = 0; item < experts * model_blocks; ++item) {
-      const int64_t e = item / model_blocks;
-      const int64_t first_column = (item % model_blocks) * kColumnBlock;
-      sum_column_block(db2 + e * d, d_out, row_offsets[e], row_offsets[e + 1], d, first_column,
-                       std::min(kColumnBlock, d - first_column));
-    }
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The row blocks of all experts, numbered expert by expert.
+struct RowBlock {
+  int expert;
+  int64_t first;  // first row (into the [N, .] buffers)
+  int64_t rows;
+};
+
+int64_t row_block_count(const int64_t* row_offsets, int experts) {
+  int64_t count = 0;
+  for (int e = 0; e < experts; ++e) {
+    count += ceil_div(row_offsets[e + 1] - row_offsets[e], kRowBlock);
   }
+  return count;
+}
+
+RowBlock row_block(const int64_t* row_offsets, int experts, int64_t index) {
+  for (int e = 0; e < experts; ++e) {
+    const int64_t rows = row_offsets[e + 1] - row_offsets[e];
+    const int64_t blocks = ceil_div(rows, kRowBlock);
+    if (index < blocks) {
+      const int64_t offset = index * kRowBlock;
+      return RowBlock{e, row_offsets[e] + offset, std::min(kRowBlock, rows - offset)};
+    }
+    index -= blocks;
+  }
+  MOEBENCH_CHECK(false, "experts: row block index out of range");
+  return {};
+}
+
+bool worth_threads(const int64_t* row_offsets, const ExpertShape& shape) {
+  const int64_t rows = row_offsets[shape.num_experts] - row_offsets[0];
+  return rows * shape.d_model * shape.d_hidden >= kParallelThreshold;
 }
 
 }  // namespace
@@ -252,51 +191,66 @@ void experts_forward(float* out, ExpertActivations saved, const float* in,
   detail::check_expert_arguments(row_offsets, shape);
   const int64_t d = shape.d_model;
   const int64_t h = shape.d_hidden;
-  for (int e = 0; e < shape.num_experts; ++e) {  // hidden_pre = in W1
-    const int64_t first = row_offsets[e];
-    const int64_t rows = row_offsets[e + 1] - first;
-    if (rows == 0) continue;
-    sgemm(false, false, rows, h, d, in + first * d, d, params.w1 + e * d * h, h, 0.0f,
-          saved.hidden_pre + first * h, h);
+  const int64_t blocks = row_block_count(row_offsets, shape.num_experts);
+  blas_single_threaded();
+#pragma omp parallel for schedule(dynamic) if (worth_threads(row_offsets, shape))
+  for (int64_t index = 0; index < blocks; ++index) {
+    const RowBlock block = row_block(row_offsets, shape.num_experts, index);
+    const detail::ExpertSlice p = detail::expert_slice(params, shape, block.expert);
+    float* pre = saved.hidden_pre + block.first * h;  // [rows, h]
+    float* act = saved.hidden_act + block.first * h;  // [rows, h]
+    float* y = out + block.first * d;                 // [rows, d]
+    sgemm(false, false, block.rows, h, d, 1.0f, in + block.first * d, d, p.w1, h, 0.0f, pre, h);
+    for (int64_t r = 0; r < block.rows; ++r) add_bias_gelu_row(pre + r * h, act + r * h, p.b1, h);
+    sgemm(false, false, block.rows, d, h, 1.0f, act, h, p.w2, d, 0.0f, y, d);
+    for (int64_t r = 0; r < block.rows; ++r) add_bias_row(y + r * d, p.b2, d);
   }
-  add_bias_gelu(saved.hidden_pre, saved.hidden_act, params.b1, row_offsets, shape);
-  for (int e = 0; e < shape.num_experts; ++e) {  // out = hidden_act W2
-    const int64_t first = row_offsets[e];
-    const int64_t rows = row_offsets[e + 1] - first;
-    if (rows == 0) continue;
-    sgemm(false, false, rows, d, h, saved.hidden_act + first * h, h, params.w2 + e * h * d, d,
-          0.0f, out + first * d, d);
-  }
-  add_bias(out, params.b2, row_offsets, shape);
 }
 
 void experts_backward(float* d_in, ExpertParams grads, float* d_hidden, const float* d_out,
                       const float* in, ExpertActivations saved, const ExpertParams& params,
                       const int64_t* row_offsets, const ExpertShape& shape) {
   detail::check_expert_arguments(row_offsets, shape);
+  const int experts = shape.num_experts;
   const int64_t d = shape.d_model;
   const int64_t h = shape.d_hidden;
-  for (int e = 0; e < shape.num_experts; ++e) {
-    const int64_t first = row_offsets[e];
-    const int64_t rows = row_offsets[e + 1] - first;
-    if (rows == 0) continue;
-    const float* dy = d_out + first * d;                  // [rows, d]
-    const float* act = saved.hidden_act + first * h;      // [rows, h]
-    float* dh = d_hidden + first * h;                     // [rows, h]
-    sgemm(true, false, h, d, rows, act, h, dy, d, 1.0f, grads.w2 + e * h * d, d);  // dW2 += a^T dy
-    sgemm(false, true, rows, h, d, dy, d, params.w2 + e * h * d, d, 0.0f, dh, h);  // dh = dy W2^T
-  }
-  gelu_backward_and_bias_grads(d_hidden, grads.b1, grads.b2, d_out, saved.hidden_pre,
-                               row_offsets, shape);
-  for (int e = 0; e < shape.num_experts; ++e) {
-    const int64_t first = row_offsets[e];
-    const int64_t rows = row_offsets[e + 1] - first;
-    if (rows == 0) continue;
-    const float* x = in + first * d;                      // [rows, d]
-    const float* dh = d_hidden + first * h;               // [rows, h]
-    float* dx = d_in + first * d;                         // [rows, d]
-    sgemm(true, false, d, h, rows, x, d, dh, h, 1.0f, grads.w1 + e * d * h, h);  // dW1 += x^T dh
-    sgemm(false, true, rows, d, h, dh, h, params.w1 + e * d * h, h, 0.0f, dx, d);  // dx = dh W1^T
+  const int64_t blocks = row_block_count(row_offsets, experts);
+  const int64_t hidden_blocks = ceil_div(h, kHiddenBlock);
+  blas_single_threaded();
+#pragma omp parallel if (worth_threads(row_offsets, shape))
+  {
+    // Phase 1, row-local: dh = dy W2^T; dh *= GELU'(pre); dx = dh W1^T.
+#pragma omp for schedule(dynamic)
+    for (int64_t index = 0; index < blocks; ++index) {
+      const RowBlock block = row_block(row_offsets, experts, index);
+      const detail::ExpertSlice p = detail::expert_slice(params, shape, block.expert);
+      const float* dy = d_out + block.first * d;            // [rows, d]
+      const float* pre = saved.hidden_pre + block.first * h;  // [rows, h]
+      float* dh = d_hidden + block.first * h;               // [rows, h]
+      sgemm(false, true, block.rows, h, d, 1.0f, dy, d, p.w2, d, 0.0f, dh, h);
+      for (int64_t r = 0; r < block.rows; ++r) gelu_backward_row(dh + r * h, pre + r * h, h);
+      sgemm(false, true, block.rows, d, h, 1.0f, dh, h, p.w1, h, 0.0f, d_in + block.first * d, d);
+    }
+    // Phase 2 (after the implicit barrier), per (expert, hidden columns): weight and bias
+    // gradients, each a sum over all of the expert's rows.
+#pragma omp for schedule(dynamic)
+    for (int64_t item = 0; item < experts * hidden_blocks; ++item) {
+      const int e = static_cast<int>(item / hidden_blocks);
+      const int64_t col = (item % hidden_blocks) * kHiddenBlock;
+      const int64_t cols = std::min(kHiddenBlock, h - col);
+      const int64_t first = row_offsets[e];
+      const int64_t rows = row_offsets[e + 1] - first;
+      if (rows == 0) continue;
+      const detail::ExpertSlice g = detail::expert_slice(grads, shape, e);
+      const float* x = in + first * d;                     // [rows, d]
+      const float* dy = d_out + first * d;                 // [rows, d]
+      const float* act = saved.hidden_act + first * h + col;  // [rows, cols] of [rows, h]
+      const float* dh = d_hidden + first * h + col;           // [rows, cols] of [rows, h]
+      sgemm(true, false, cols, d, rows, 1.0f, act, h, dy, d, 1.0f, g.w2 + col * d, d);
+      sgemm(true, false, d, cols, rows, 1.0f, x, d, dh, h, 1.0f, g.w1 + col, h);
+      add_column_sums(g.b1 + col, dh, rows, h, cols);
+      if (col == 0) add_column_sums(g.b2, dy, rows, d, d);
+    }
   }
 }
 

@@ -1,12 +1,12 @@
 // Linear layer and tied output head on OpenBLAS sgemm. See layers.hpp.
 //
-// Threads: OpenBLAS's own pthreads inside each sgemm, OpenMP for the bias passes; they take
-// turns (see experts_fast.cpp for why the two pools are never nested).
-#include <cblas.h>
-
+// Threads: every product is split into tiles of its result (blas.hpp), run under OpenMP with
+// one single-threaded BLAS call per tile; the forward bias is written into each tile by the
+// thread that then multiplies into it.
 #include <algorithm>
 #include <cstdint>
 
+#include "moebench/blas.hpp"
 #include "moebench/layers.hpp"
 
 namespace moebench {
@@ -14,13 +14,6 @@ namespace {
 
 constexpr int64_t kParallelThreshold = 32768;  // floats of elementwise work
 constexpr int64_t kColumnBlock = 256;          // bias-gradient columns per work item
-
-// C [m, n] = op(A) op(B) + beta C, row-major, with leading dimensions given.
-void sgemm(bool transpose_a, bool transpose_b, int m, int n, int k, const float* a, int lda,
-           const float* b, int ldb, float beta, float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans,
-              transpose_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
-}
 
 // sums [cols] += column sums of matrix [rows, cols]; each column summed in row order by one
 // thread.
@@ -45,31 +38,41 @@ void accumulate_column_sums(float* sums, const float* matrix, int64_t rows, int6
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
                     int C, int OC) {
   if (N == 0) return;
-  if (bias != nullptr) {  // out = bias in every row, then out += inp W
-#pragma omp parallel for schedule(static) if (int64_t{N} * OC >= kParallelThreshold)
-    for (int64_t r = 0; r < N; ++r) std::copy(bias, bias + OC, out + r * OC);
+  if (bias == nullptr) {
+    sgemm_parallel(false, false, N, OC, C, 1.0f, inp, C, weight, OC, 0.0f, out, OC);
+    return;
   }
-  sgemm(false, false, N, OC, C, inp, C, weight, OC, bias != nullptr ? 1.0f : 0.0f, out, OC);
+  // out = bias in every row of the tile, then out += inp W over the tile.
+  const int64_t tiles = gemm_tile_count(N, OC);
+  blas_single_threaded();
+#pragma omp parallel for schedule(dynamic) if (tiles > 1)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const GemmTile tile = gemm_tile(N, OC, t);
+    for (int64_t r = tile.row; r < tile.row + tile.rows; ++r) {
+      std::copy(bias + tile.col, bias + tile.col + tile.cols, out + r * OC + tile.col);
+    }
+    sgemm_tile(tile, false, false, C, 1.0f, inp, C, weight, OC, 1.0f, out, OC);
+  }
 }
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int N, int C, int OC) {
   if (N == 0) return;
-  sgemm(false, true, N, C, OC, dout, OC, weight, OC, 1.0f, dinp, C);  // dinp += dout W^T
-  sgemm(true, false, C, OC, N, inp, C, dout, OC, 1.0f, dweight, OC);  // dW += inp^T dout
+  sgemm_parallel(false, true, N, C, OC, 1.0f, dout, OC, weight, OC, 1.0f, dinp, C);  // dout W^T
+  sgemm_parallel(true, false, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dweight, OC);  // inp^T dout
   if (dbias != nullptr) accumulate_column_sums(dbias, dout, N, OC);
 }
 
 void lm_head_forward(float* logits, const float* inp, const float* wte, int N, int C, int V) {
   if (N == 0) return;
-  sgemm(false, true, N, V, C, inp, C, wte, C, 0.0f, logits, V);  // logits = inp wte^T
+  sgemm_parallel(false, true, N, V, C, 1.0f, inp, C, wte, C, 0.0f, logits, V);  // inp wte^T
 }
 
 void lm_head_backward(float* dinp, float* dwte, const float* dlogits, const float* inp,
                       const float* wte, int N, int C, int V) {
   if (N == 0) return;
-  sgemm(false, false, N, C, V, dlogits, V, wte, C, 1.0f, dinp, C);  // dinp += dlogits wte
-  sgemm(true, false, V, C, N, dlogits, V, inp, C, 1.0f, dwte, C);   // dwte += dlogits^T inp
+  sgemm_parallel(false, false, N, C, V, 1.0f, dlogits, V, wte, C, 1.0f, dinp, C);  // dlogits wte
+  sgemm_parallel(true, false, V, C, N, 1.0f, dlogits, V, inp, C, 1.0f, dwte, C);   // dlogits^T inp
 }
 
 }  // namespace moebench

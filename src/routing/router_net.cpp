@@ -1,11 +1,10 @@
 // Router architectures: forward and backward on OpenBLAS. See router_net.hpp.
 #include "moebench/router_net.hpp"
 
-#include <cblas.h>
-
 #include <cmath>
 #include <sstream>
 
+#include "moebench/blas.hpp"
 #include "moebench/check.hpp"
 #include "moebench/experts.hpp"
 #include "moebench/random.hpp"
@@ -14,12 +13,11 @@ namespace moebench {
 
 namespace {
 
-// C [m, n] = beta * C + A [m, k] * B [k, n] with optional transposes; row-major.
+// C [m, n] = beta * C + A [m, k] * B [k, n] with optional transposes; row-major, dense.
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, const float* b,
           float beta, float* c) {
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, trans_a ? m : k, b,
-              trans_b ? k : n, beta, c, n);
+  sgemm_parallel(trans_a, trans_b, m, n, k, 1.0f, a, trans_a ? m : k, b, trans_b ? k : n, beta,
+                 c, n);
 }
 
 // Splits a parameter block into its input projection(s) and output projection:

@@ -4,9 +4,7 @@
 //   global gradient-norm clipping -> AdamW -> balancing bias update -> metrics and trace.
 #include "moebench/train.hpp"
 
-#include <cblas.h>
 #include <mpi.h>
-#include <omp.h>
 
 #include <sys/stat.h>
 
@@ -21,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "moebench/blas.hpp"
 #include "moebench/check.hpp"
 #include "moebench/checkpoint.hpp"
 #include "moebench/cli.hpp"
@@ -220,12 +219,6 @@ std::string run_identity(const cli::ParsedCommand& parsed, int ranks) {
   return identity;
 }
 
-double sum_of_squares(const std::vector<float>& values) {
-  double sum = 0.0;
-  for (float x : values) sum += static_cast<double>(x) * x;
-  return sum;
-}
-
 }  // namespace
 
 double learning_rate_at(int step, int steps, int warmup, double lr, double min_ratio) {
@@ -253,13 +246,14 @@ int run_train_command(int argc, char** argv) {
     return 0;
   }
   TrainOptions o = resolve(parsed.values);
-  omp_set_num_threads(o.threads);
-  openblas_set_num_threads(o.threads);
-  if (rank == 0 && o.threads > 1 && std::getenv("OMP_WAIT_POLICY") == nullptr) {
+  set_compute_threads(o.threads);
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  if (rank == 0 && o.threads > 1 && wait_policy != nullptr &&
+      (std::string(wait_policy) == "passive" || std::string(wait_policy) == "PASSIVE")) {
     // libgomp reads it before main, so the note is all the program can do (docs/benchmarks.md).
-    std::printf("# note: --threads %d without OMP_WAIT_POLICY: spinning OpenMP workers slow the "
-                "BLAS threads several-fold; set OMP_WAIT_POLICY=passive (launch/mpirun.sh does)\n",
-                o.threads);
+    std::printf("# note: --threads %d with OMP_WAIT_POLICY=passive: every OpenMP region has to "
+                "wake sleeping threads, which can halve the speed; unset it for libgomp's "
+                "default\n", o.threads);
   }
 
   // Data: every rank opens it; a rank that cannot makes all of them stop with its message.
@@ -544,19 +538,22 @@ int run_train_command(int argc, char** argv) {
     offset = 0;
     const float inv_ranks = 1.0f / static_cast<float>(ranks);
     for (ParamGroup& g : groups) {
-      if (g.replicated) {
-        for (size_t i = 0; i < g.grads->size(); ++i) (*g.grads)[i] = bucket[offset + i] * inv_ranks;
-        offset += static_cast<int64_t>(g.grads->size());
-      } else {
-        // Experts received the gradient of the sum of the ranks' mean losses.
-        for (float& x : *g.grads) x *= inv_ranks;
-      }
+      if (!g.replicated) continue;
+      for (size_t i = 0; i < g.grads->size(); ++i) (*g.grads)[i] = bucket[offset + i] * inv_ranks;
+      offset += static_cast<int64_t>(g.grads->size());
     }
-    // Global gradient norm: replicated groups once, experts summed over ranks.
+    // Global gradient norm: replicated groups once, experts summed over ranks. Experts hold the
+    // gradient of the sum of the ranks' mean losses; the 1 / ranks that makes it the mean is
+    // applied here to the squares and in AdamW to the gradient (grad_scale), not by a pass of
+    // its own.
     double squares[2] = {0.0, 0.0};
-    for (const ParamGroup& g : groups) squares[g.replicated ? 0 : 1] += sum_of_squares(*g.grads);
+    for (const ParamGroup& g : groups) {
+      squares[g.replicated ? 0 : 1] +=
+          sum_of_squares(g.grads->data(), static_cast<int64_t>(g.grads->size()));
+    }
     MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &squares[1], 1, MPI_DOUBLE, MPI_SUM, comm));
-    const double grad_norm = std::sqrt(squares[0] + squares[1]);
+    const double expert_scale = 1.0 / static_cast<double>(ranks);
+    const double grad_norm = std::sqrt(squares[0] + squares[1] * expert_scale * expert_scale);
     phase[6] = MPI_Wtime() - t0;
 
     t0 = MPI_Wtime();
@@ -566,7 +563,7 @@ int run_train_command(int argc, char** argv) {
     adam.learning_rate = static_cast<float>(lr);
     adam.weight_decay = static_cast<float>(o.weight_decay);
     for (ParamGroup& g : groups) {
-      if (clip != 1.0f) for (float& x : *g.grads) x *= clip;
+      adam.grad_scale = g.replicated ? clip : static_cast<float>(clip * expert_scale);
       adamw_update(g.params->data(), g.m.data(), g.v.data(), g.grads->data(),
                    g.decay.empty() ? nullptr : g.decay.data(), static_cast<int64_t>(g.params->size()),
                    adam, step + 1);

@@ -1,6 +1,7 @@
 // Experts: parameter layout and initialisation, GELU, the reference path against finite
 // differences, and the fast (OpenBLAS + OpenMP) path against the reference.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -305,6 +306,29 @@ TEST(ExpertsFast, MatchesReferenceWithUnevenRows) {
 TEST(ExpertsFast, MatchesReferenceAtLargeActivations) {
   Problem problem(ExpertShape{3, 300, 96}, {33, 0, 60}, 12, 30.0);
   expect_fast_matches_reference(problem);
+}
+
+// Work is split into fixed row and column blocks, never by the thread count: one thread and a
+// team give the same bits for every output and gradient (uneven experts, some of several row
+// blocks, h of several column blocks with a ragged last one).
+TEST(ExpertsFast, ResultDoesNotDependOnTheThreadCount) {
+  Problem problem(ExpertShape{5, 40, 300}, {130, 0, 64, 1, 200}, 14);
+  std::vector<float> grad_init(problem.param_storage.size());
+  fill_normal(grad_init, 7, 2002, 1.0);
+  const int default_threads = omp_get_max_threads();
+  std::vector<Results> results;
+  for (int threads : {1, std::max(default_threads, 2)}) {
+    omp_set_num_threads(threads);
+    results.emplace_back(problem, grad_init);
+    run_forward(Path::kFast, results.back(), problem);
+    run_backward(Path::kFast, results.back(), problem);
+  }
+  omp_set_num_threads(default_threads);
+  EXPECT_EQ(results[0].out, results[1].out);
+  EXPECT_EQ(results[0].hidden_act, results[1].hidden_act);
+  EXPECT_EQ(results[0].d_in, results[1].d_in);
+  EXPECT_EQ(results[0].grad_storage, results[1].grad_storage);
+  EXPECT_NE(results[0].grad_storage, grad_init);
 }
 
 // No rows at all: nothing is written and gradients stay as they were.

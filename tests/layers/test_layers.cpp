@@ -839,6 +839,49 @@ TEST(AdamW, RejectsStepZero) {
   EXPECT_THROW(adamw_update(&p, &m, &v, &g, nullptr, 1, AdamWSettings{}, 0), Error);
 }
 
+// grad_scale folds averaging and clipping into the update: scaling the gradient inside gives
+// the same bits as handing over the gradient already scaled (one float product either way).
+TEST(AdamW, GradScaleEqualsScaledGradients) {
+  const int64_t n = 100000;  // above the parallel threshold
+  const std::vector<float> grads = normal_vector(size_of(n), 31);
+  const std::vector<float> start = normal_vector(size_of(n), 32);
+  std::vector<uint8_t> mask(size_of(n));
+  for (int64_t i = 0; i < n; ++i) mask[size_of(i)] = static_cast<uint8_t>(i % 3 != 0);
+  AdamWSettings settings{1e-2f, 0.9f, 0.99f, 1e-8f, 0.1f};
+  settings.grad_scale = 0.3f;
+  std::vector<float> p1 = start, m1(size_of(n), 0.1f), v1(size_of(n), 0.2f);
+  adamw_update(p1.data(), m1.data(), v1.data(), grads.data(), mask.data(), n, settings, 3);
+  std::vector<float> scaled(grads);
+  for (float& g : scaled) g *= 0.3f;
+  settings.grad_scale = 1.0f;
+  std::vector<float> p2 = start, m2(size_of(n), 0.1f), v2(size_of(n), 0.2f);
+  adamw_update(p2.data(), m2.data(), v2.data(), scaled.data(), mask.data(), n, settings, 3);
+  EXPECT_EQ(p1, p2);
+  EXPECT_EQ(m1, m2);
+  EXPECT_EQ(v1, v2);
+  EXPECT_NE(p1, start);
+}
+
+// Against a plain double loop (the block sums differ from it by double rounding only: relative
+// 1e-13 over 10^6 terms), on a length that is not a multiple of the block; and the same bits
+// with one thread and a team.
+TEST(SumOfSquares, MatchesADoubleLoopAndIgnoresTheThreadCount) {
+  const int64_t n = 5 * kSquaresBlock + 123;
+  const std::vector<float> x = normal_vector(size_of(n), 33);
+  double want = 0.0;
+  for (float v : x) want += double{v} * v;
+  const int default_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const double one = sum_of_squares(x.data(), n);
+  omp_set_num_threads(std::max(default_threads, 2));
+  const double team = sum_of_squares(x.data(), n);
+  omp_set_num_threads(default_threads);
+  EXPECT_NEAR(one, want, 1e-12 * want);
+  EXPECT_EQ(one, team);
+  EXPECT_EQ(sum_of_squares(x.data(), 0), 0.0);
+  EXPECT_EQ(sum_of_squares(x.data(), 1), double{x[0]} * x[0]);
+}
+
 // ---- threads ------------------------------------------------------------------------------
 
 // On shapes above every parallel threshold, the OpenMP paths must give bit-identical results
@@ -860,8 +903,18 @@ TEST(Threads, ParallelPathsMatchOneThreadBitForBit) {
 
   struct Outputs {
     std::vector<float> ln_out, mean, rstd, dx, dweight, dbias, att_out, att, dqkv, emb, dwte, dwpe,
-        losses, probs, dlogits, sum, da, db;
+        losses, probs, dlogits, sum, da, db, mm_out, mm_dx, mm_dw, mm_db, head, head_dx,
+        head_dwte, mlp_out, mlp_dx, mlp_dw1, mlp_db1, mlp_dw2, mlp_db2;
   };
+  // Linear layer, tied head and dense FFN shapes of several tiles and row blocks.
+  const int H = 4 * C;
+  const std::vector<float> w_mm = normal_vector(size_of(C * 3 * C), 9),
+                           b_mm = normal_vector(size_of(3 * C), 10);
+  const std::vector<float> dout3 = normal_vector(size_of(N * 3 * C), 11);
+  const std::vector<float> w1 = normal_vector(size_of(C * H), 12, 0.05),
+                           b1 = normal_vector(size_of(H), 13),
+                           w2 = normal_vector(size_of(H * C), 14, 0.05),
+                           b2 = normal_vector(size_of(C), 15);
   const auto run_all = [&] {
     Outputs o;
     o.ln_out.resize(size_of(N * C));
@@ -897,6 +950,31 @@ TEST(Threads, ParallelPathsMatchOneThreadBitForBit) {
     o.da.assign(x.size(), 0.5f);
     o.db.assign(x.size(), -0.5f);
     residual_backward(o.da.data(), o.db.data(), dout.data(), N * C);
+    o.mm_out.resize(size_of(N * 3 * C));
+    matmul_forward(o.mm_out.data(), x.data(), w_mm.data(), b_mm.data(), N, C, 3 * C);
+    o.mm_dx.assign(x.size(), 0.25f);
+    o.mm_dw.assign(w_mm.size(), 0.0f);
+    o.mm_db.assign(b_mm.size(), 0.0f);
+    matmul_backward(o.mm_dx.data(), o.mm_dw.data(), o.mm_db.data(), dout3.data(), x.data(),
+                    w_mm.data(), N, C, 3 * C);
+    o.head.resize(size_of(N * V));
+    lm_head_forward(o.head.data(), x.data(), wte.data(), N, C, V);
+    o.head_dx.assign(x.size(), 0.0f);
+    o.head_dwte.assign(wte.size(), 0.0f);
+    lm_head_backward(o.head_dx.data(), o.head_dwte.data(), logits.data(), x.data(), wte.data(), N,
+                     C, V);
+    std::vector<float> pre(size_of(N * H)), act(size_of(N * H)), d_hidden(size_of(N * H));
+    o.mlp_out.resize(x.size());
+    gelu_mlp_forward(o.mlp_out.data(), pre.data(), act.data(), x.data(), w1.data(), b1.data(),
+                     w2.data(), b2.data(), N, C, H);
+    o.mlp_dx.resize(x.size());
+    o.mlp_dw1.assign(w1.size(), 0.0f);
+    o.mlp_db1.assign(b1.size(), 0.0f);
+    o.mlp_dw2.assign(w2.size(), 0.0f);
+    o.mlp_db2.assign(b2.size(), 0.0f);
+    gelu_mlp_backward(o.mlp_dx.data(), o.mlp_dw1.data(), o.mlp_db1.data(), o.mlp_dw2.data(),
+                      o.mlp_db2.data(), d_hidden.data(), dout.data(), x.data(), pre.data(),
+                      act.data(), w1.data(), w2.data(), N, C, H);
     return o;
   };
   const int default_threads = omp_get_max_threads();
@@ -923,6 +1001,19 @@ TEST(Threads, ParallelPathsMatchOneThreadBitForBit) {
   EXPECT_EQ(one.sum, team.sum);
   EXPECT_EQ(one.da, team.da);
   EXPECT_EQ(one.db, team.db);
+  EXPECT_EQ(one.mm_out, team.mm_out);
+  EXPECT_EQ(one.mm_dx, team.mm_dx);
+  EXPECT_EQ(one.mm_dw, team.mm_dw);
+  EXPECT_EQ(one.mm_db, team.mm_db);
+  EXPECT_EQ(one.head, team.head);
+  EXPECT_EQ(one.head_dx, team.head_dx);
+  EXPECT_EQ(one.head_dwte, team.head_dwte);
+  EXPECT_EQ(one.mlp_out, team.mlp_out);
+  EXPECT_EQ(one.mlp_dx, team.mlp_dx);
+  EXPECT_EQ(one.mlp_dw1, team.mlp_dw1);
+  EXPECT_EQ(one.mlp_db1, team.mlp_db1);
+  EXPECT_EQ(one.mlp_dw2, team.mlp_dw2);
+  EXPECT_EQ(one.mlp_db2, team.mlp_db2);
 }
 
 // ---- a whole tiny model ---------------------------------------------------------------------

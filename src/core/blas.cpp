@@ -1,0 +1,91 @@
+// BLAS on one thread per call, parallelism from OpenMP. See blas.hpp.
+#include "moebench/blas.hpp"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "moebench/check.hpp"
+
+namespace moebench {
+namespace {
+
+int blas_int(int64_t value, const char* what) {
+  MOEBENCH_CHECK(value >= 0 && value <= INT_MAX,
+                 std::string("sgemm: ") + what + " = " + std::to_string(value) +
+                     " does not fit the 32-bit BLAS interface");
+  return static_cast<int>(value);
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+void blas_single_threaded() {
+  // openblas_get_parallel(): 0 sequential, 1 pthreads, 2 OpenMP. The OpenMP build already
+  // runs on one thread inside a parallel region, and its openblas_set_num_threads would set
+  // OpenMP's thread count too, so it is left alone.
+  if (openblas_get_parallel() == 1 && openblas_get_num_threads() != 1) {
+    openblas_set_num_threads(1);
+  }
+}
+
+void set_compute_threads(int threads) {
+  MOEBENCH_CHECK(threads >= 1, "threads must be >= 1, got " + std::to_string(threads));
+  omp_set_num_threads(threads);
+  blas_single_threaded();
+}
+
+void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, float alpha,
+           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+           int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans,
+              transpose_b ? CblasTrans : CblasNoTrans, blas_int(m, "m"), blas_int(n, "n"),
+              blas_int(k, "k"), alpha, a, blas_int(lda, "lda"), b, blas_int(ldb, "ldb"), beta, c,
+              blas_int(ldc, "ldc"));
+}
+
+int64_t gemm_tile_count(int64_t m, int64_t n) {
+  if (m <= 0 || n <= 0) return 0;
+  return ceil_div(m, kGemmTileRows) * ceil_div(n, kGemmTileCols);
+}
+
+GemmTile gemm_tile(int64_t m, int64_t n, int64_t index) {
+  const int64_t col_tiles = ceil_div(n, kGemmTileCols);
+  GemmTile tile;
+  tile.row = (index / col_tiles) * kGemmTileRows;
+  tile.col = (index % col_tiles) * kGemmTileCols;
+  tile.rows = std::min(kGemmTileRows, m - tile.row);
+  tile.cols = std::min(kGemmTileCols, n - tile.col);
+  return tile;
+}
+
+void sgemm_tile(const GemmTile& tile, bool transpose_a, bool transpose_b, int64_t k, float alpha,
+                const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                int64_t ldc) {
+  // Row `row` of op(A) starts at a + row * lda (stored as is) or at column `row` (transposed);
+  // column `col` of op(B) likewise.
+  const float* a_tile = transpose_a ? a + tile.row : a + tile.row * lda;
+  const float* b_tile = transpose_b ? b + tile.col * ldb : b + tile.col;
+  sgemm(transpose_a, transpose_b, tile.rows, tile.cols, k, alpha, a_tile, lda, b_tile, ldb, beta,
+        c + tile.row * ldc + tile.col, ldc);
+}
+
+void sgemm_parallel(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k,
+                    float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                    float beta, float* c, int64_t ldc) {
+  const int64_t tiles = gemm_tile_count(m, n);
+  if (tiles == 0) return;
+  blas_single_threaded();
+#pragma omp parallel for schedule(dynamic) if (tiles > 1)
+  for (int64_t t = 0; t < tiles; ++t) {
+    sgemm_tile(gemm_tile(m, n, t), transpose_a, transpose_b, k, alpha, a, lda, b, ldb, beta, c,
+               ldc);
+  }
+}
+
+}  // namespace moebench
