@@ -49,18 +49,38 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
               blas_int(ldc, "ldc"));
 }
 
-int64_t gemm_tile_count(int64_t m, int64_t n) {
-  if (m <= 0 || n <= 0) return 0;
-  return ceil_div(m, kGemmTileRows) * ceil_div(n, kGemmTileCols);
+GemmTiling gemm_tiling(int64_t m, int64_t n) {
+  GemmTiling t;
+  if (m <= 0 || n <= 0) return t;
+  t.tile_rows = kGemmTileRowsMax;
+  t.tile_cols = kGemmTileColsMax;
+  const auto update = [&] {
+    t.row_tiles = ceil_div(m, t.tile_rows);
+    t.col_tiles = ceil_div(n, t.tile_cols);
+  };
+  update();
+  while (t.count() < kGemmMinTiles) {
+    if (t.tile_cols > kGemmTileColsMin && n > t.tile_cols / 2) {
+      t.tile_cols /= 2;
+    } else if (t.tile_rows > kGemmTileRowsMin && m > t.tile_rows / 2) {
+      t.tile_rows /= 2;
+    } else {
+      break;
+    }
+    update();
+  }
+  return t;
 }
 
+int64_t gemm_tile_count(int64_t m, int64_t n) { return gemm_tiling(m, n).count(); }
+
 GemmTile gemm_tile(int64_t m, int64_t n, int64_t index) {
-  const int64_t col_tiles = ceil_div(n, kGemmTileCols);
+  const GemmTiling t = gemm_tiling(m, n);
   GemmTile tile;
-  tile.row = (index / col_tiles) * kGemmTileRows;
-  tile.col = (index % col_tiles) * kGemmTileCols;
-  tile.rows = std::min(kGemmTileRows, m - tile.row);
-  tile.cols = std::min(kGemmTileCols, n - tile.col);
+  tile.row = (index / t.col_tiles) * t.tile_rows;
+  tile.col = (index % t.col_tiles) * t.tile_cols;
+  tile.rows = std::min(t.tile_rows, m - tile.row);
+  tile.cols = std::min(t.tile_cols, n - tile.col);
   return tile;
 }
 

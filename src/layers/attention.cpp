@@ -1,11 +1,14 @@
-// Causal multi-head self-attention on BLAS (see layers.hpp). Per (batch, head) pair the four
-// products of forward and five of backward are sgemms over the whole T x T square with the
-// head's strided views of qkv (leading dimension 3C), so nothing is copied; the masked half
-// is computed and then zeroed, twice the causal FLOPs at BLAS speed instead of the reference's
-// hs-long dot products. The pairs are the work items of one OpenMP region: each runs its
-// products (single-threaded BLAS, blas.hpp) and the row-wise softmax or its backward between
-// them on one thread, so the T x T square stays in cache. Every element is computed by one
-// thread in a fixed order: results do not depend on the thread count.
+// Causal multi-head self-attention on BLAS (see layers.hpp). Per (batch, head) pair the
+// products of forward and backward are sgemms over the head's strided views of qkv (leading
+// dimension 3C), so nothing is copied. The T x T score square is cut into blocks of
+// kQueryBlock rows: query block i only meets the keys up to its last row, so the products
+// cover the causal triangle plus the masked half of the diagonal blocks (3/4 of the square at
+// T = 2 blocks, about half for long sequences), and the masked entries are computed and then
+// zeroed. The pairs are the work items of one OpenMP region: each runs its products
+// (single-threaded BLAS, blas.hpp) and the row-wise softmax or its backward between them on
+// one thread, so the square stays in cache. Every element is computed by one thread in a fixed
+// order: results do not depend on the thread count.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -19,6 +22,7 @@ namespace moebench {
 namespace {
 
 constexpr int64_t kParallelThreshold = 1 << 18;  // multiply-adds of all pairs together
+constexpr int kQueryBlock = 64;                   // rows of the score square per product
 
 void check_shape(int C, int NH) {
   MOEBENCH_CHECK(NH > 0 && C % NH == 0, "attention: channels " + std::to_string(C) +
@@ -77,10 +81,18 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
     const float* k = q + C;
     const float* v = q + 2 * C;
     float* p = att + pair * square;
-    sgemm(false, true, T, T, hs, scale, q, C3, k, C3, 0.0f, p, T);  // S = scale Q K^T
+    // S = scale Q K^T over the keys each query block can see, then the causal softmax.
+    for (int row = 0; row < T; row += kQueryBlock) {
+      const int rows = std::min(kQueryBlock, T - row), keys = row + rows;
+      sgemm(false, true, rows, keys, hs, scale, q + int64_t{row} * C3, C3, k, C3, 0.0f,
+            p + int64_t{row} * T, T);
+    }
     causal_softmax_rows(p, T);
-    sgemm(false, false, T, hs, T, 1.0f, p, T, v, C3, 0.0f,           // out = P V
-          out + int64_t{b} * T * C + int64_t{h} * hs, C);
+    for (int row = 0; row < T; row += kQueryBlock) {  // out = P V
+      const int rows = std::min(kQueryBlock, T - row), keys = row + rows;
+      sgemm(false, false, rows, hs, keys, 1.0f, p + int64_t{row} * T, T, v, C3, 0.0f,
+            out + (int64_t{b} * T + row) * C + int64_t{h} * hs, C);
+    }
   }
 }
 
@@ -103,11 +115,27 @@ void attention_backward(float* dqkv, float* scratch, const float* dout, const fl
     float *dq = dqkv + offset, *dk = dq + C, *dv = dq + 2 * C;
     const float* p = att + pair * square;
     float* ds = scratch + pair * square;
-    sgemm(false, true, T, T, hs, 1.0f, dy, C, v, C3, 0.0f, ds, T);  // dP = dout V^T
+    for (int row = 0; row < T; row += kQueryBlock) {  // dP = dout V^T (visible keys)
+      const int rows = std::min(kQueryBlock, T - row), keys = row + rows;
+      sgemm(false, true, rows, keys, hs, 1.0f, dy + int64_t{row} * C, C, v, C3, 0.0f,
+            ds + int64_t{row} * T, T);
+    }
     causal_softmax_backward_rows(ds, p, T, scale);
-    sgemm(false, false, T, hs, T, 1.0f, ds, T, k, C3, 1.0f, dq, C3);
-    sgemm(true, false, T, hs, T, 1.0f, ds, T, q, C3, 1.0f, dk, C3);
-    sgemm(true, false, T, hs, T, 1.0f, p, T, dy, C, 1.0f, dv, C3);
+    for (int row = 0; row < T; row += kQueryBlock) {  // dQ += dS K
+      const int rows = std::min(kQueryBlock, T - row), keys = row + rows;
+      sgemm(false, false, rows, hs, keys, 1.0f, ds + int64_t{row} * T, T, k, C3, 1.0f,
+            dq + int64_t{row} * C3, C3);
+    }
+    // Keys [key, key + keys) are seen by the queries from `key` on: dK += dS^T Q and
+    // dV += P^T dout over those rows.
+    for (int key = 0; key < T; key += kQueryBlock) {
+      const int keys = std::min(kQueryBlock, T - key), rows = T - key;
+      const int64_t first = int64_t{key} * T + key;  // element (key, key) of the square
+      sgemm(true, false, keys, hs, rows, 1.0f, ds + first, T, q + int64_t{key} * C3, C3, 1.0f,
+            dk + int64_t{key} * C3, C3);
+      sgemm(true, false, keys, hs, rows, 1.0f, p + first, T, dy + int64_t{key} * C, C, 1.0f,
+            dv + int64_t{key} * C3, C3);
+    }
   }
 }
 

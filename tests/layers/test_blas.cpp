@@ -48,7 +48,32 @@ TEST(GemmTiles, CoverTheResultOnce) {
         << m << " x " << n;
   }
   EXPECT_EQ(gemm_tile_count(0, 5), 0);
-  EXPECT_EQ(gemm_tile_count(130, 300), 3 * 2);
+}
+
+// Large tiles first, halved (columns first) until there are kGemmMinTiles, within the bounds.
+TEST(GemmTiles, StartLargeAndSplitUntilThereAreEnough) {
+  const GemmTiling big = gemm_tiling(1024, 384);  // 8 row tiles of the largest size already
+  EXPECT_EQ(big.tile_rows, kGemmTileRowsMax);
+  EXPECT_EQ(big.tile_cols, kGemmTileColsMax);
+  EXPECT_EQ(big.count(), 8);
+  const GemmTiling wide = gemm_tiling(130, 300);  // 2 x 1 -> columns halved once: 2 x 2
+  EXPECT_EQ(wide.tile_rows, 128);
+  EXPECT_EQ(wide.tile_cols, 256);
+  EXPECT_EQ(wide.count(), 4);
+  const GemmTiling weight = gemm_tiling(128, 384);  // columns to 128 (3), then rows to 64 (6)
+  EXPECT_EQ(weight.tile_rows, 64);
+  EXPECT_EQ(weight.tile_cols, 128);
+  EXPECT_EQ(weight.count(), 6);
+  const GemmTiling small = gemm_tiling(20, 100);  // cannot split: one tile
+  EXPECT_EQ(small.count(), 1);
+  for (auto [m, n] : {std::pair<int64_t, int64_t>{1, 1}, {100, 5000}, {5000, 100}, {64, 64}}) {
+    const GemmTiling t = gemm_tiling(m, n);
+    EXPECT_GE(t.tile_rows, kGemmTileRowsMin);
+    EXPECT_LE(t.tile_rows, kGemmTileRowsMax);
+    EXPECT_GE(t.tile_cols, kGemmTileColsMin);
+    EXPECT_LE(t.tile_cols, kGemmTileColsMax);
+    EXPECT_EQ(gemm_tile_count(m, n), t.count());
+  }
 }
 
 // All four transpose cases, with leading dimensions wider than the operands (views into larger

@@ -478,7 +478,9 @@ TEST(Attention, ForwardMatchesTheDefinition) {
 // the same att and out, and the same dqkv (accumulated onto the same start) within float
 // rounding of differently ordered sums.
 TEST(Attention, FastPathMatchesTheReference) {
-  for (const auto& [B, T, C, NH] : {std::array<int, 4>{2, 128, 128, 4}, {3, 13, 24, 3}}) {
+  // T = 128: two full query blocks; 100: a full and a ragged one; 13: one partial block.
+  for (const auto& [B, T, C, NH] :
+       {std::array<int, 4>{2, 128, 128, 4}, {2, 100, 48, 2}, {3, 13, 24, 3}}) {
     const std::vector<float> qkv = normal_vector(B * T * 3 * C, 4, 1.5);
     const std::vector<float> dout = normal_vector(B * T * C, 5);
     std::vector<float> out(B * T * C, kNaN), att(B * NH * T * T, kNaN);
