@@ -1,7 +1,8 @@
 // Fast expert FFN: OpenMP over blocks of rows and of columns, one single-threaded BLAS call per
 // block (blas.hpp), the elementwise work beside the products that feed it.
 //
-// Forward, one parallel region: a work item is kRowBlock rows of one expert, and runs
+// Forward, one parallel region: a work item is a block of one expert's rows (128 or 256, by
+// shape: row_block_rows), and runs
 //   pre = x W1 -> pre += b1, act = GELU(pre) -> out = act W2 -> out += b2
 // on one thread, so the [rows, h] hidden block is still in cache when GELU reads it and when
 // the second product reads act.
@@ -51,9 +52,14 @@ constexpr float kGeluCubic = 0.044715f;
 #define MOEBENCH_ELEMENTWISE_CLONES
 #endif
 
-// Rows of one expert per forward / backward-phase-1 work item: 64 x h floats of hidden
-// activations (128 KiB at h = 512) stay in L2 between a product and the pass that reads it.
-constexpr int64_t kRowBlock = 128;
+// Rows of one expert per forward / backward-phase-1 work item: 128 x h floats of hidden
+// activations (256 KiB at h = 512) stay in L2 between a product and the pass that reads it.
+// Each item repacks the expert's weights, so when they are large (d h >= 2^18 floats: 1 MiB
+// per matrix, more than L2 holds) items take 256 rows and repack half as often: 20 % more
+// GFLOP/s at d = 512, h = 2048 (bench_experts). Chosen by shape, never by thread count.
+int64_t row_block_rows(const ExpertShape& shape) {
+  return int64_t{shape.d_model} * shape.d_hidden >= (int64_t{1} << 18) ? 256 : 128;
+}
 
 // Columns of h per weight-gradient work item (backward phase 2).
 constexpr int64_t kHiddenBlock = 256;
@@ -156,21 +162,21 @@ struct RowBlock {
   int64_t rows;
 };
 
-int64_t row_block_count(const int64_t* row_offsets, int experts) {
+int64_t row_block_count(const int64_t* row_offsets, int experts, int64_t block_rows) {
   int64_t count = 0;
   for (int e = 0; e < experts; ++e) {
-    count += ceil_div(row_offsets[e + 1] - row_offsets[e], kRowBlock);
+    count += ceil_div(row_offsets[e + 1] - row_offsets[e], block_rows);
   }
   return count;
 }
 
-RowBlock row_block(const int64_t* row_offsets, int experts, int64_t index) {
+RowBlock row_block(const int64_t* row_offsets, int experts, int64_t block_rows, int64_t index) {
   for (int e = 0; e < experts; ++e) {
     const int64_t rows = row_offsets[e + 1] - row_offsets[e];
-    const int64_t blocks = ceil_div(rows, kRowBlock);
+    const int64_t blocks = ceil_div(rows, block_rows);
     if (index < blocks) {
-      const int64_t offset = index * kRowBlock;
-      return RowBlock{e, row_offsets[e] + offset, std::min(kRowBlock, rows - offset)};
+      const int64_t offset = index * block_rows;
+      return RowBlock{e, row_offsets[e] + offset, std::min(block_rows, rows - offset)};
     }
     index -= blocks;
   }
@@ -191,11 +197,12 @@ void experts_forward(float* out, ExpertActivations saved, const float* in,
   detail::check_expert_arguments(row_offsets, shape);
   const int64_t d = shape.d_model;
   const int64_t h = shape.d_hidden;
-  const int64_t blocks = row_block_count(row_offsets, shape.num_experts);
+  const int64_t block_rows = row_block_rows(shape);
+  const int64_t blocks = row_block_count(row_offsets, shape.num_experts, block_rows);
   blas_single_threaded();
 #pragma omp parallel for schedule(dynamic) if (worth_threads(row_offsets, shape))
   for (int64_t index = 0; index < blocks; ++index) {
-    const RowBlock block = row_block(row_offsets, shape.num_experts, index);
+    const RowBlock block = row_block(row_offsets, shape.num_experts, block_rows, index);
     const detail::ExpertSlice p = detail::expert_slice(params, shape, block.expert);
     float* pre = saved.hidden_pre + block.first * h;  // [rows, h]
     float* act = saved.hidden_act + block.first * h;  // [rows, h]
@@ -214,7 +221,8 @@ void experts_backward(float* d_in, ExpertParams grads, float* d_hidden, const fl
   const int experts = shape.num_experts;
   const int64_t d = shape.d_model;
   const int64_t h = shape.d_hidden;
-  const int64_t blocks = row_block_count(row_offsets, experts);
+  const int64_t block_rows = row_block_rows(shape);
+  const int64_t blocks = row_block_count(row_offsets, experts, block_rows);
   const int64_t hidden_blocks = ceil_div(h, kHiddenBlock);
   blas_single_threaded();
 #pragma omp parallel if (worth_threads(row_offsets, shape))
@@ -222,7 +230,7 @@ void experts_backward(float* d_in, ExpertParams grads, float* d_hidden, const fl
     // Phase 1, row-local: dh = dy W2^T; dh *= GELU'(pre); dx = dh W1^T.
 #pragma omp for schedule(dynamic)
     for (int64_t index = 0; index < blocks; ++index) {
-      const RowBlock block = row_block(row_offsets, experts, index);
+      const RowBlock block = row_block(row_offsets, experts, block_rows, index);
       const detail::ExpertSlice p = detail::expert_slice(params, shape, block.expert);
       const float* dy = d_out + block.first * d;            // [rows, d]
       const float* pre = saved.hidden_pre + block.first * h;  // [rows, h]

@@ -300,6 +300,13 @@ TEST(ExpertsFast, MatchesReferenceWithUnevenRows) {
   expect_fast_matches_reference(problem);
 }
 
+// Weights of d h = 2^18 floats take 256-row blocks (row_block_rows): an expert of 270 rows is
+// a full and a ragged block, and h = 1024 four weight-gradient column blocks.
+TEST(ExpertsFast, MatchesReferenceWithLargeWeights) {
+  Problem problem(ExpertShape{3, 256, 1024}, {270, 0, 5}, 15);
+  expect_fast_matches_reference(problem);
+}
+
 // Inputs 30x larger push pre-activations to |u| ~ 100s: GELU saturates (exp_fast clamps) and
 // GELU' is 0 or 1; the fast path must still agree with the exact formula. d = 300 spans two
 // column blocks of the d-sized bias gradient.
