@@ -34,6 +34,7 @@ def main() -> int:
         flops_per_token = float(f["train"].attrs["model_flops_per_token"])
         assert flops_per_token > 0
         assert np.allclose(f["train/model_flops_per_s"][...], f["train/tokens_per_s"][...] * flops_per_token)
+        exchange_ms_total = 0.0
         for layer in range(blocks):
             routing = f[f"routing/layer_{layer}"]
             load, demand = routing["load"][...], routing["demand"][...]
@@ -46,9 +47,13 @@ def main() -> int:
             d_model = int(f["config"].attrs["d-model"])
             assert np.array_equal(sent[:, :, 0, :].sum(axis=(1, 2)), load.sum(axis=1) * d_model * 4)
             assert comm["exchange_ms"].shape == (steps, ranks, 4)
+            exchange_ms_total = exchange_ms_total + comm["exchange_ms"][...].sum(axis=2)
             for name in ("drop_rate", "load_cv", "gate_entropy", "router_entropy", "mean_topk_prob"):
                 assert routing[name].shape == (steps,), name
         assert f["timing/phase_ms"].shape == (steps, ranks, 9)
+        # The layers' exchange phases (count exchange in the dispatch phase) are the step's
+        # exchange time.
+        assert np.allclose(exchange_ms_total, f["timing/phase_ms"][:, :, 2], rtol=1e-6, atol=1e-9)
         assert f["samples/tokens"].shape[1:] == (int(f["config"].attrs["seq-len"]),)
     print("train trace OK")
     return 0
