@@ -11,7 +11,11 @@ alpha*E*sum_e f_e*P_e with f_e = requested assignments / (T*k)), final LN, tied 
 cross-entropy, global grad-norm clip 1.0, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0.1 on
 matrices and embeddings only), linear warm-up then cosine decay to 0.1 x lr.
 
-Data: uniformly random byte tokens (the speed does not depend on the text; the loss does).
+Data: --data SHARD, a byte-level moebench token shard (docs/data.md; `moebench data --out F`
+writes the built-in story corpus): B windows of T + 1 tokens at random offsets in its training
+split (the first 95 %, as moebench's split) per step. The routing, and so the tokens each
+expert computes and drops, depends on the text, so both programs train on the same one.
+Without --data: uniformly random bytes.
 Prints the median training tokens/s over the steps after the warm-up steps, and a final
 machine-readable line `RESULT tokens_per_s=<median>`.
 
@@ -20,6 +24,7 @@ Run with Debian's PyTorch: /usr/bin/python3 bench/torch_train_speed.py --threads
 import argparse
 import math
 import statistics
+import struct
 import time
 
 import torch
@@ -141,6 +146,20 @@ class MoETransformer(nn.Module):
         return ce, aux_total
 
 
+def read_byte_shard(path, val_fraction=0.05):
+    """The training split of a byte-level moebench token shard as a uint8 tensor."""
+    with open(path, "rb") as f:
+        header = f.read(32)
+        magic, version, width, count, vocab, _ = struct.unpack("<8sIIQII", header)
+        if magic != b"MOETOK\0\0" or version != 1:
+            raise SystemExit(f"{path}: not a moebench token shard (version 1)")
+        if width != 1 or vocab > 256:
+            raise SystemExit(f"{path}: width {width}, vocabulary {vocab}: need byte-level tokens")
+        tokens = torch.frombuffer(bytearray(f.read(count)), dtype=torch.uint8)
+    train = count - int(count * val_fraction)
+    return tokens[:train].long()
+
+
 def lr_at(step, steps, warmup, lr, min_ratio=0.1):
     # train.cpp learning_rate_at: linear warm-up, then cosine to min_ratio * lr.
     if step < warmup:
@@ -166,6 +185,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lr-warmup", type=int, default=40)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--data", help="byte-level moebench token shard (default: random bytes)")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -178,13 +198,20 @@ def main():
                             lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, params {n_params}, "
-          f"sdpa {hasattr(F, 'scaled_dot_product_attention')}, data: random bytes")
+          f"sdpa {hasattr(F, 'scaled_dot_product_attention')}, "
+          f"data: {a.data if a.data else 'random bytes'}")
 
     gen = torch.Generator().manual_seed(a.seed)
+    text = read_byte_shard(a.data) if a.data else None
+    window = torch.arange(a.seq_len + 1)
     tokens_per_step = a.batch_size * a.seq_len
     rates = []
     for step in range(a.steps):
-        batch = torch.randint(0, 256, (a.batch_size, a.seq_len + 1), generator=gen)
+        if text is None:
+            batch = torch.randint(0, 256, (a.batch_size, a.seq_len + 1), generator=gen)
+        else:
+            starts = torch.randint(0, text.numel() - a.seq_len, (a.batch_size, 1), generator=gen)
+            batch = text[starts + window]
         idx, targets = batch[:, :-1], batch[:, 1:]
         t0 = time.perf_counter()
         for group in opt.param_groups:

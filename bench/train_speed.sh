@@ -10,7 +10,9 @@
 # wait policy matters a lot and differently for the two (docs/benchmarks.md), so each is
 # reported under every policy, and the ratio compares each program's best policy.
 # moebench's tokens/s: median of /train/tokens_per_s after the first 5 steps of its trace.
-# PyTorch trains on random bytes, moebench on its built-in story corpus (speed is data-independent).
+# Both train on the same text: the built-in story corpus written once as a byte-level token
+# shard (`moebench data`), moebench through --data, PyTorch reading the shard (random windows of
+# its training split). The routing, and so the expert work and the drops, depend on the text.
 # Model FLOP utilisation: model FLOPs per token (the trace's /train model_flops_per_token, the
 # same model for both) x tokens/s over the sgemm peak with the same threads (build/bench/bench_sgemm,
 # OpenBLAS's own threads, measured in every round).
@@ -34,6 +36,7 @@ with_policy() {
 }
 
 results=$tmp/results.txt   # lines: program policy tokens_per_s
+"$MOEBENCH" data --out "$tmp/stories.bin" >"$tmp/data.log" 2>&1 || { cat "$tmp/data.log"; exit 1; }
 peaks=()
 for rep in $(seq 1 "$REPS"); do
   r=$(OPENBLAS_NUM_THREADS=$THREADS build/bench/bench_sgemm 2048 5 | sed -n 's/^RESULT sgemm_gflops=\([0-9.]*\).*/\1/p')
@@ -41,7 +44,8 @@ for rep in $(seq 1 "$REPS"); do
   echo "# run $rep sgemm peak: $r GFLOP/s"
   for policy in $POLICIES; do
     with_policy "$policy" env OMP_NUM_THREADS="$THREADS" $PY bench/torch_train_speed.py \
-        --threads "$THREADS" --steps "$TORCH_STEPS" --warmup-steps 5 >"$tmp/torch.log" 2>&1 \
+        --threads "$THREADS" --steps "$TORCH_STEPS" --warmup-steps 5 --data "$tmp/stories.bin" \
+        >"$tmp/torch.log" 2>&1 \
       || { cat "$tmp/torch.log"; exit 1; }
     r=$(sed -n 's/^RESULT tokens_per_s=//p' "$tmp/torch.log")
     echo "pytorch $policy $r" >>"$results"
@@ -49,7 +53,7 @@ for rep in $(seq 1 "$REPS"); do
 
     with_policy "$policy" env OMP_NUM_THREADS="$THREADS" launch/mpirun.sh -np 1 "$MOEBENCH" train \
         --config configs/quickstart.ini --steps 40 --log-every 10 --eval-every 1000 \
-        --threads "$THREADS" --batch-size 8 --out "$tmp/moebench.h5" >"$tmp/moebench.log" 2>&1 \
+        --threads "$THREADS" --batch-size 8 --data "$tmp/stories.bin" --out "$tmp/moebench.h5" >"$tmp/moebench.log" 2>&1 \
       || { cat "$tmp/moebench.log"; exit 1; }
     r=$($PY -c 'import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "r") as f: print("%.1f" % np.median(f["/train/tokens_per_s"][5:]))' \
