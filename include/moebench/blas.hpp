@@ -17,8 +17,8 @@
 namespace moebench {
 
 // Sets OpenMP to `threads` and makes every BLAS call single-threaded (process-wide). Commands
-// call it once at start; the parallel functions below also make BLAS single-threaded on first
-// use, so library callers that never call it get the same behaviour.
+// call it once at start; every function here that opens a parallel region calls
+// blas_single_threaded() first, so library callers that never call it get the same behaviour.
 void set_compute_threads(int threads);
 
 // Makes the pthread OpenBLAS single-threaded if it is not (an OpenMP OpenBLAS already runs on

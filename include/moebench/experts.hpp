@@ -47,7 +47,9 @@ struct ExpertActivations {
   float* hidden_act = nullptr;  // [N, h]  GELU(hidden_pre)
 };
 
-// Fast path: OpenBLAS sgemm per expert (threads inside BLAS and OpenMP over elementwise work).
+// Fast path: OpenMP over blocks of each expert's rows (and, for weight gradients, of hidden
+// columns), a single-threaded OpenBLAS sgemm per block, bias and GELU beside it
+// (src/experts/experts_fast.cpp).
 // out: [N, d]; in: [N, d].
 void experts_forward(float* out, ExpertActivations saved, const float* in,
                      const ExpertParams& params, const int64_t* row_offsets,

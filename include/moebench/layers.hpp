@@ -18,8 +18,8 @@
 //      crossentropy_softmax_backward  overwrites dlogits (the start of the backward chain).
 //  - Nothing allocates: activations, saved tensors and scratch are passed in by the caller,
 //    sized once from the configuration.
-//  - Work is spread with OpenMP (and OpenBLAS's own threads inside sgemm); results do not
-//    depend on the thread count (every sum has a fixed order).
+//  - Work is spread with OpenMP, BLAS single-threaded inside it (blas.hpp); results do not
+//    depend on the thread count (every sum has a fixed order, every split a fixed size).
 //  - Functions that use BLAS have a `_reference` twin (plain loops, double accumulation, one
 //    thread): the oracle the fast path is tested against.
 #pragma once
@@ -79,10 +79,11 @@ void lm_head_backward_reference(float* dinp, float* dwte, const float* dlogits, 
 //   att[b, h, t, t2] = softmax_{t2 <= t}(q_t . k_t2 / sqrt(hs)), 0 for t2 > t
 //   out[b, t, h*hs:(h+1)*hs] = sum_{t2 <= t} att[b, h, t, t2] v_t2
 // out [B, T, C]; att [B, NH, T, T] (saved for backward; every entry written). C % NH == 0.
-// The fast path computes, per (b, h), S = Q K^T and out = P V and in backward dP = dout V^T,
-// dQ += dS K, dK += dS^T Q, dV += P^T dout as sgemms over the whole T x T square (the masked
-// half is computed and zeroed: twice the causal FLOPs at BLAS speed), the softmax and its
-// backward row by row under OpenMP. The _reference versions loop over the causal pairs.
+// The fast path computes, per (b, h) pair on one OpenMP thread, S = Q K^T and out = P V and in
+// backward dP = dout V^T, dQ += dS K, dK += dS^T Q, dV += P^T dout as sgemms over 64-row query
+// blocks and the keys each block can see (the masked part of the diagonal blocks is computed
+// and zeroed), with the softmax and its backward row by row between them. The _reference
+// versions loop over the causal pairs.
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH);
 void attention_forward_reference(float* out, float* att, const float* qkv, int B, int T, int C,
                                  int NH);

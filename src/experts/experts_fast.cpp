@@ -23,7 +23,6 @@
 // double-precision gelu().
 #include <algorithm>
 #include <bit>
-#include <climits>
 #include <cstdint>
 #include <string>
 
