@@ -4,9 +4,10 @@
 #      (library, GPU tests, GPU benchmark) with every core;
 #   2. runs the GPU tests (ctest -L gpu: every kernel against the CPU reference; MPI tests with
 #      more ranks than GPUs skip);
-#   3. runs the GPU benchmark (bench/cuda/bench_cuda.cpp);
+#   3. runs the GPU benchmark (bench/cuda/bench_cuda.cpp) and `moebench alltoall --backend cuda`
+#      on one rank (NCCL between device buffers; every element checked);
 #   4. prints a short report; logs and the report go to out/gpu-check/.
-# Exit status 0 only if the build, the tests and the benchmark's own check all pass.
+# Exit status 0 only if the build, the tests and the benchmarks' own checks all pass.
 # Designed to finish well within 10 minutes on one H200 (16 cores): the build takes most of it.
 # The Debian packages of launch/setup.sh must already be installed (this script installs
 # nothing). Environment: BUILD_DIR (build-cuda), OUT_DIR (out/gpu-check),
@@ -47,6 +48,9 @@ test_s=$(( $(elapsed) - build_s ))
 # shellcheck disable=SC2086
 timeout 300 "$build_dir/bench/bench_cuda" ${BENCH_ARGS:-} >"$out_dir/bench.log" 2>&1
 bench_status=$?
+timeout 180 launch/mpirun.sh -np 1 "$build_dir/moebench" alltoall --backend cuda --min-bytes 1K \
+  --max-bytes 256M --iters 20 --out "$out_dir/alltoall.h5" >"$out_dir/alltoall.log" 2>&1
+alltoall_status=$?
 bench_s=$(( $(elapsed) - build_s - test_s ))
 
 # 4. Report.
@@ -67,14 +71,17 @@ bench_s=$(( $(elapsed) - build_s - test_s ))
   echo "## Benchmark (bench_cuda ${BENCH_ARGS:-}; exit $bench_status)"
   cat "$out_dir/bench.log"
   echo
-  if [ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ]; then
+  echo "## moebench alltoall --backend cuda, 1 rank (exit $alltoall_status)"
+  grep -vE "^  [a-z-]+ \.\.\." "$out_dir/alltoall.log" | tail -n 40
+  echo
+  if [ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ] && [ "$alltoall_status" -eq 0 ]; then
     if grep -q "Skipped" "$out_dir/ctest.log"; then
       echo "# GPU check: OK (some GPU tests skipped: see above)"
     else
       echo "# GPU check: OK"
     fi
   else
-    echo "# GPU check: FAILED (tests exit $test_status, benchmark exit $bench_status)"
+    echo "# GPU check: FAILED (tests exit $test_status, benchmark exit $bench_status, alltoall exit $alltoall_status)"
   fi
 } | tee "$report"
-[ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ]
+[ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ] && [ "$alltoall_status" -eq 0 ]

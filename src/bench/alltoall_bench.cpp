@@ -26,9 +26,13 @@ po::options_description alltoall_options() {
       ("pattern", po::value<std::string>()->default_value("uniform"),
        "traffic: uniform (size sweep, size / P bytes to every rank) | routed (the byte matrix of "
        "real routing plans: the cost-per-router table) | replay (the matrices of a train trace)")
+      ("backend", po::value<std::string>()->default_value("cpu"),
+       "cpu (MPI between host buffers) | cuda (NCCL between device buffers, one GPU per rank, "
+       "CUDA-event timings: --pattern uniform and --algorithm nccl; needs -DMOEBENCH_CUDA=ON)")
       ("algorithm", po::value<std::string>()->default_value("alltoallv,pairwise,hierarchical"),
        "exchange algorithms to measure (comma-separated): alltoallv | pairwise | hierarchical | "
-       "raw (MPI_Alltoallv called directly by the benchmark loop: the reference for the wrapper)")
+       "raw (MPI_Alltoallv called directly by the benchmark loop: the reference for the wrapper)"
+       " | nccl (--backend cuda, and its default there)")
       ("ranks-per-node", po::value<int>()->default_value(0),
        "hierarchical: ranks per (virtual) node; 0 = the ranks that share memory")
       ("warmup-iters", po::value<int>()->default_value(5), "untimed iterations per measurement")
@@ -191,13 +195,29 @@ AlltoallOptions resolve(const po::variables_map& vm, int ranks) {
   o.pattern = vm["pattern"].as<std::string>();
   require(o.pattern == "uniform" || o.pattern == "routed" || o.pattern == "replay",
           "--pattern: unknown value '" + o.pattern + "' (accepted: uniform, routed, replay)");
+  o.backend = parse_backend("--backend", vm["backend"].as<std::string>());
   o.algorithms = split_list(vm["algorithm"].as<std::string>());
   require(!o.algorithms.empty(), "--algorithm: give at least one algorithm");
   for (const std::string& name : o.algorithms) {
     const auto& labels = algorithm_labels();
     require(std::find(labels.begin(), labels.end(), name) != labels.end(),
             "--algorithm: unknown value '" + name +
-                "' (accepted: alltoallv, pairwise, hierarchical, raw)");
+                "' (accepted: alltoallv, pairwise, hierarchical, raw, nccl)");
+  }
+  if (o.backend == Backend::cuda) {
+#if !MOEBENCH_HAVE_CUDA
+    require(false, cuda_backend_missing_message());
+#endif
+    require(o.pattern == "uniform",
+            "--backend cuda measures --pattern uniform only (routed and replay move host buffers "
+            "through MPI); use --backend cpu for --pattern " + o.pattern);
+    if (vm["algorithm"].defaulted()) o.algorithms = {"nccl"};
+    require(o.algorithms == std::vector<std::string>{"nccl"},
+            "--backend cuda measures the nccl algorithm only (drop --algorithm, or pass "
+            "--algorithm nccl)");
+  } else {
+    require(std::find(o.algorithms.begin(), o.algorithms.end(), "nccl") == o.algorithms.end(),
+            "--algorithm nccl exchanges device buffers: it needs --backend cuda");
   }
   o.ranks_per_node = vm["ranks-per-node"].as<int>();
   o.warmup_iters = vm["warmup-iters"].as<int>();

@@ -103,24 +103,30 @@ int64_t count_wrong_elements(const float* recv, const ExchangeCounts& counts, ui
 namespace alltoall_detail {
 
 const std::vector<std::string>& algorithm_labels() {
-  static const std::vector<std::string> labels = {"alltoallv", "pairwise", "hierarchical", "raw"};
+  static const std::vector<std::string> labels = {"alltoallv", "pairwise", "hierarchical", "raw",
+                                                  "nccl"};
   return labels;
 }
 
 std::string algorithm_codes_text() {
-  return "0 = alltoallv, 1 = pairwise, 2 = hierarchical, 3 = raw";
+  return "0 = alltoallv, 1 = pairwise, 2 = hierarchical, 3 = raw, 4 = nccl";
 }
 
-BenchAlgorithm::BenchAlgorithm(MPI_Comm comm, const std::string& name, int ranks_per_node)
+BenchAlgorithm::BenchAlgorithm(MPI_Comm comm, const std::string& name, int ranks_per_node,
+                               int64_t max_elements)
     : comm_(comm), name_(name) {
   const auto& labels = algorithm_labels();
   code_ = static_cast<int>(std::find(labels.begin(), labels.end(), name) - labels.begin());
   MOEBENCH_CHECK(code_ < static_cast<int>(labels.size()), "unknown algorithm " + name);
-  if (code_ != kRawAlgorithmCode) {
+  if (code_ == kNcclAlgorithmCode) {
+    nccl_ = std::make_unique<NcclAlltoall>(comm, max_elements);
+  } else if (code_ != kRawAlgorithmCode) {
     exchange_ = std::make_unique<AlltoallvExchange>(
         comm, parse_exchange_algorithm("--algorithm", name), ranks_per_node);
   }
 }
+
+BenchAlgorithm::~BenchAlgorithm() = default;
 
 ExchangeAlgorithm BenchAlgorithm::model_algorithm() const {
   return exchange_ ? exchange_->algorithm() : ExchangeAlgorithm::alltoallv;
@@ -128,6 +134,11 @@ ExchangeAlgorithm BenchAlgorithm::model_algorithm() const {
 
 void BenchAlgorithm::run(const void* send, const ExchangeCounts& counts, void* recv,
                          MPI_Datatype type) {
+  if (nccl_) {
+    MOEBENCH_CHECK(type == MPI_FLOAT, "the nccl algorithm exchanges floats");
+    nccl_->run_through_host(static_cast<const float*>(send), counts, static_cast<float*>(recv));
+    return;
+  }
   run(send, counts.send_counts.data(), counts.send_displs.data(), recv, counts.recv_counts.data(),
       counts.recv_displs.data(), type);
 }
@@ -135,6 +146,7 @@ void BenchAlgorithm::run(const void* send, const ExchangeCounts& counts, void* r
 void BenchAlgorithm::run(const void* send, const int* send_counts, const int* send_displs,
                          void* recv, const int* recv_counts, const int* recv_displs,
                          MPI_Datatype type) {
+  MOEBENCH_CHECK(!nccl_, "the nccl algorithm takes ExchangeCounts");
   if (exchange_) {
     exchange_->run(send, send_counts, send_displs, recv, recv_counts, recv_displs, type);
   } else {
@@ -145,9 +157,15 @@ void BenchAlgorithm::run(const void* send, const int* send_counts, const int* se
 
 std::vector<std::unique_ptr<BenchAlgorithm>> make_algorithms(const AlltoallOptions& options,
                                                              MPI_Comm comm) {
+  int ranks = 1;
+  MOEBENCH_MPI_CHECK(MPI_Comm_size(comm, &ranks));
+  // The uniform sweep's largest exchange (the only pattern nccl runs).
+  const int64_t max_elements =
+      std::max<int64_t>(options.max_bytes / ranks / static_cast<int64_t>(sizeof(float)), 1) * ranks;
   std::vector<std::unique_ptr<BenchAlgorithm>> algorithms;
   for (const std::string& name : options.algorithms) {
-    algorithms.push_back(std::make_unique<BenchAlgorithm>(comm, name, options.ranks_per_node));
+    algorithms.push_back(
+        std::make_unique<BenchAlgorithm>(comm, name, options.ranks_per_node, max_elements));
   }
   return algorithms;
 }
@@ -155,6 +173,11 @@ std::vector<std::unique_ptr<BenchAlgorithm>> make_algorithms(const AlltoallOptio
 void time_exchange(BenchAlgorithm& algorithm, const ExchangeCounts& forward,
                    const ExchangeCounts* backward, float* send, float* recv, int warmup,
                    int iters, double* seconds, MPI_Comm comm) {
+  if (NcclAlltoall* device = algorithm.device_exchange()) {
+    MOEBENCH_CHECK(backward == nullptr, "the nccl algorithm times the forward exchange only");
+    device->time(forward, warmup, iters, seconds, comm);
+    return;
+  }
   for (int it = 0; it < warmup + iters; ++it) {
     MOEBENCH_MPI_CHECK(MPI_Barrier(comm));
     const double start = MPI_Wtime();
@@ -218,6 +241,7 @@ void write_common_attributes(TraceWriter& trace, const AlltoallOptions& options,
                              const NodeShape& shape) {
   const std::string group = "/bench/alltoall";
   trace.set_attribute(group, "pattern", options.pattern);
+  trace.set_attribute(group, "backend", std::string(to_string(options.backend)));
   trace.set_attribute(group, "ranks_per_node", static_cast<int64_t>(shape.ranks_per_node));
   trace.set_attribute(group, "nodes", static_cast<int64_t>(shape.nodes));
   trace.set_attribute(group, "algorithm_codes", algorithm_codes_text());

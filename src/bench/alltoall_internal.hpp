@@ -20,6 +20,8 @@
 #include "moebench/alltoall.hpp"
 #include "moebench/alltoall_bench.hpp"
 #include "moebench/cli.hpp"
+#include "moebench/alltoall_nccl.hpp"
+#include "moebench/cuda.hpp"
 
 namespace moebench {
 
@@ -30,6 +32,7 @@ namespace alltoall_detail {
 
 struct AlltoallOptions {
   std::string pattern;                      // uniform | routed | replay
+  Backend backend = Backend::cpu;           // cuda: uniform pattern, the nccl algorithm only
   std::vector<std::string> algorithms;      // alltoallv | pairwise | hierarchical | raw
   int ranks_per_node = 0;
   int warmup_iters = 0, iters = 1;
@@ -54,8 +57,11 @@ struct AlltoallOptions {
   int replay_steps = 0;                     // 0: every step of the trace
 };
 
-// Algorithm codes in the trace (`algorithm_codes`): the ExchangeAlgorithm values, then raw.
+// Algorithm codes in the trace (`algorithm_codes`): the ExchangeAlgorithm values, then raw,
+// then nccl (--backend cuda).
 inline constexpr int kRawAlgorithmCode = 3;
+inline constexpr int kNcclAlgorithmCode = 4;
+
 const std::vector<std::string>& algorithm_labels();  // index = code
 std::string algorithm_codes_text();                 // "0 = alltoallv, ..., 3 = raw"
 
@@ -63,10 +69,16 @@ std::string algorithm_codes_text();                 // "0 = alltoallv, ..., 3 = 
 // directly by the benchmark loop on the same buffers: the reference for the wrapper's cost).
 class BenchAlgorithm {
  public:
-  BenchAlgorithm(MPI_Comm comm, const std::string& name, int ranks_per_node);
+  // max_elements: the largest exchange, in floats each way (sizes the nccl device buffers).
+  BenchAlgorithm(MPI_Comm comm, const std::string& name, int ranks_per_node,
+                 int64_t max_elements);
+  ~BenchAlgorithm();
   const std::string& name() const { return name_; }
   int code() const { return code_; }
-  // The algorithm whose message shape the model uses (raw moves what alltoallv moves).
+  // The device exchange of nccl; null for the MPI algorithms.
+  NcclAlltoall* device_exchange() { return nccl_.get(); }
+  // The algorithm whose message shape the model uses (raw moves what alltoallv moves, and
+  // nccl's grouped send/receive is a flat exchange too).
   ExchangeAlgorithm model_algorithm() const;
   void run(const void* send, const ExchangeCounts& counts, void* recv, MPI_Datatype type);
   // Counts-and-displacements form (the uniform sweep reuses one pair of arrays for both sides).
@@ -77,17 +89,20 @@ class BenchAlgorithm {
   MPI_Comm comm_;
   std::string name_;
   int code_ = 0;
-  std::unique_ptr<AlltoallvExchange> exchange_;  // null for raw
+  std::unique_ptr<AlltoallvExchange> exchange_;  // null for raw and nccl
+  std::unique_ptr<NcclAlltoall> nccl_;           // nccl only
 };
 
-// Collective: one BenchAlgorithm per name (AlltoallvExchange validates --ranks-per-node).
+// Collective: one BenchAlgorithm per name (AlltoallvExchange validates --ranks-per-node; nccl
+// needs a device on every rank).
 std::vector<std::unique_ptr<BenchAlgorithm>> make_algorithms(const AlltoallOptions& options,
                                                              MPI_Comm comm);
 
 // Times `iters` iterations after `warmup` untimed ones, each between barriers: the exchange
 // `forward` from send to recv and, when `backward` is given, the reverse exchange from recv
-// back to send in the same iteration. seconds[i] = this rank's time of timed iteration i.
-// No allocation.
+// back to send in the same iteration. seconds[i] = this rank's time of timed iteration i
+// (nccl: device time from CUDA events of the forward exchange between device buffers; no
+// backward). No allocation.
 void time_exchange(BenchAlgorithm& algorithm, const ExchangeCounts& forward,
                    const ExchangeCounts* backward, float* send, float* recv, int warmup,
                    int iters, double* seconds, MPI_Comm comm);

@@ -214,6 +214,10 @@ int run_uniform_pattern(const AlltoallOptions& o, const cli::ParsedCommand& pars
   if (rank == 0) {
     std::printf("\n# moebench alltoall: %d ranks, %d node(s) x %d, pattern uniform, %d iters after %d warm-up\n",
                 ranks, shape.nodes, shape.ranks_per_node, o.iters, o.warmup_iters);
+    if (NcclAlltoall* device = algorithms.front()->device_exchange()) {
+      std::printf("# backend cuda: NCCL between device buffers on %s (rank 0's device); times "
+                  "from CUDA events on the communication stream\n", device->device_name().c_str());
+    }
     std::printf("# size = bytes each rank sends in all; algbw = size / max time; busbw = algbw * (P-1)/P\n");
     table.print_header(stdout);
   }

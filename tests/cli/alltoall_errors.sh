@@ -3,7 +3,7 @@
 # option and the fix, a non-zero exit on every rank, no hang, and no trace or CSV left behind.
 # Covers the patterns (unknown, replay without a file, a missing file, a foreign file, a
 # trace without /comm, a trace of another rank count, --out over the replayed trace), routed
-# cells (k > E, E % P != 0) and the model options.
+# cells (k > E, E % P != 0), the model options and --backend.
 #
 # usage: bash tests/cli/alltoall_errors.sh MOEBENCH_BINARY LAUNCH_MPIRUN_SH
 set -uo pipefail
@@ -62,6 +62,21 @@ fail "--predict needs the alpha-beta fit, which needs at least 2 distinct sizes"
   --min-bytes 1K --max-bytes 1K --predict 8 --out "$work/q.h5"
 fail "--predict: 12 ranks do not fill nodes of --predict-ranks-per-node 8" 2 --predict 8,12 --out "$work/r.h5"
 fail "--inter-bw must be a bandwidth in GB/s >= 0" 2 --predict 16 --inter-bw -3 --out "$work/s.h5"
+fail "--backend: unknown value 'tpu' \(accepted: cpu, cuda\)" 2 --backend tpu --out "$work/s1.h5"
+fail "--algorithm nccl exchanges device buffers: it needs --backend cuda" 2 --algorithm alltoallv,nccl \
+  --out "$work/s2.h5"
+# --backend cuda: a CPU build names the build option; a CUDA build checks the pattern and the
+# algorithm before it looks for a device (so this part runs without a GPU in either build).
+probe=$("$mpirun" -np 1 "$moebench" alltoall --backend cuda --pattern routed --out "$work/s3.h5" 2>&1 || true)
+if [[ $probe == *"built without the CUDA backend"* ]]; then
+  fail "--backend cuda: this moebench was built without the CUDA backend; build it with launch/build.sh -DMOEBENCH_CUDA=ON" \
+    2 --backend cuda --out "$work/s4.h5"
+  every_cuda=(--backend cuda --out "$work/s5.h5")
+else
+  fail "--backend cuda measures --pattern uniform only" 2 --backend cuda --pattern routed --out "$work/s4.h5"
+  fail "--backend cuda measures the nccl algorithm only" 2 --backend cuda --algorithm alltoallv --out "$work/s5.h5"
+  every_cuda=(--backend cuda --pattern replay --replay "$inputs/train2.h5" --out "$work/s6.h5")
+fi
 
 # Every rank exits with status 2, not only the one that printed.
 every() {
@@ -76,6 +91,7 @@ every 2 --pattern replay --replay "$inputs/sweep.h5" --out "$work/w.h5"
 every 4 --pattern replay --replay "$inputs/train2.h5" --out "$work/x.h5"
 every 2 --pattern routed --experts 4 --top-k 8 --out "$work/y.h5"
 every 4 --pattern routed --experts 6 --out "$work/z.h5"
+every 2 "${every_cuda[@]}"
 
 # Nothing was left behind by the failed runs (and the replayed trace is intact).
 leftover=$(find "$work" -name '*.h5' -o -name '*.csv*' | wc -l)

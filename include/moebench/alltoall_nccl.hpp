@@ -1,0 +1,46 @@
+// The exchange of `moebench alltoall --backend cuda`: grouped ncclSend/ncclRecv between device
+// buffers on the CUDA context's communication stream (one device per rank, NCCL bootstrapped
+// over MPI: cuda.hpp), timed by CUDA events. The implementation is part of the CUDA backend
+// (src/cuda/alltoall_nccl.cpp, -DMOEBENCH_CUDA=ON); in a CPU build the constructor throws
+// cuda_backend_missing_message() as a UsageError.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "moebench/alltoall_bench.hpp"
+
+namespace moebench {
+
+// What --backend cuda says in a build without the CUDA backend.
+inline std::string cuda_backend_missing_message() {
+  return "--backend cuda: this moebench was built without the CUDA backend; build it with "
+         "launch/build.sh -DMOEBENCH_CUDA=ON (CUDA toolkit and NCCL, docs/cuda.md), or use "
+         "--backend cpu";
+}
+
+class NcclAlltoall {
+ public:
+  // Collective over comm: device buffers of max_elements floats each way. Throws UsageError
+  // on every rank when a rank has no device of its own (CudaContext).
+  NcclAlltoall(MPI_Comm comm, int64_t max_elements);
+  ~NcclAlltoall();
+  NcclAlltoall(const NcclAlltoall&) = delete;
+  NcclAlltoall& operator=(const NcclAlltoall&) = delete;
+  // The device name, e.g. "NVIDIA H200".
+  std::string device_name() const;
+  // Host send -> device, the exchange, device -> host recv (for the check).
+  void run_through_host(const float* send, const ExchangeCounts& counts, float* recv);
+  // Times `iters` exchanges of device buffers after `warmup` untimed ones, each between MPI
+  // barriers; seconds[i] from CUDA events around timed exchange i on the stream.
+  void time(const ExchangeCounts& counts, int warmup, int iters, double* seconds, MPI_Comm comm);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moebench
