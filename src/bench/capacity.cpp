@@ -74,7 +74,8 @@ po::options_description capacity_options() {
       ("warmup-iters", po::value<int>()->default_value(10), "untimed iterations per grid cell")
       ("logit-batches", po::value<int>()->default_value(8),
        "distinct batches of synthetic logits per rank, cycled through the iterations")
-      ("threads", po::value<int>()->default_value(1), "OpenMP/BLAS threads per rank")
+      ("threads", po::value<int>()->default_value(1),
+       "OpenMP threads per rank (BLAS runs single-threaded inside them)")
       ("seed", po::value<uint64_t>()->default_value(1234), "seed of the synthetic logits and rows")
       ("out", po::value<std::string>()->default_value("capacity.h5"),
        "HDF5 trace path; the CSV is written beside it (same name, .csv)");

@@ -86,7 +86,8 @@ po::options_description train_options() {
       ("eval-batches", po::value<int>()->default_value(4), "validation batches per evaluation")
       ("log-every", po::value<int>()->default_value(10), "print a progress line every N steps")
       ("trace-flush", po::value<int>()->default_value(50), "flush the trace every N steps")
-      ("threads", po::value<int>()->default_value(1), "OpenMP/BLAS threads per rank")
+      ("threads", po::value<int>()->default_value(1),
+       "OpenMP threads per rank (BLAS runs single-threaded inside them)")
       ("checkpoint-every", po::value<int>()->default_value(0),
        "write a checkpoint every N steps (0 = never) to --checkpoint")
       ("checkpoint", po::value<std::string>()->default_value(""),
@@ -413,8 +414,9 @@ int run_train_command(int argc, char** argv) {
                             "[step, src, phase, dst]: token-row bytes src sent dst per exchange phase "
                             "(dispatch_forward, combine_forward, combine_backward, dispatch_backward)");
     ls.exchange_ms = trace.series(c + "exchange_ms", TraceType::float64, {kNumExchangePhases},
-                                  TraceLayout::per_rank, "ms", "time in each exchange phase (dispatch_forward includes the ragged "
-                                  "layout's count exchange)");
+                                  TraceLayout::per_rank, "ms",
+                                  "time in each exchange phase (dispatch_forward includes the "
+                                  "ragged layout's count exchange)");
     layer_series.push_back(ls);
   }
   const char* phase_names[] = {"router", "permute", "exchange", "experts", "unpermute",
