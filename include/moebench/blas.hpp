@@ -47,12 +47,15 @@ inline constexpr int64_t kGemmTileRowsMax = 128, kGemmTileRowsMin = 32;
 inline constexpr int64_t kGemmTileColsMax = 512, kGemmTileColsMin = 128;
 inline constexpr int64_t kGemmMinTiles = 4;
 struct GemmTiling {
+  int64_t m = 0, n = 0;  // the result's shape
   int64_t tile_rows = 0, tile_cols = 0, row_tiles = 0, col_tiles = 0;
   int64_t count() const { return row_tiles * col_tiles; }
+  GemmTile tile(int64_t index) const;  // index in [0, count())
 };
 GemmTiling gemm_tiling(int64_t m, int64_t n);
-int64_t gemm_tile_count(int64_t m, int64_t n);
-GemmTile gemm_tile(int64_t m, int64_t n, int64_t index);
+
+// ceil(a / b) for a >= 0, b > 0: blocks of b that cover a.
+inline constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The product of sgemm, its tiles run in one OpenMP region (one BLAS call per tile).
 // Must not be called from inside a parallel region.

@@ -20,8 +20,6 @@ int blas_int(int64_t value, const char* what) {
   return static_cast<int>(value);
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 }  // namespace
 
 void blas_single_threaded() {
@@ -52,6 +50,8 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
 GemmTiling gemm_tiling(int64_t m, int64_t n) {
   GemmTiling t;
   if (m <= 0 || n <= 0) return t;
+  t.m = m;
+  t.n = n;
   t.tile_rows = kGemmTileRowsMax;
   t.tile_cols = kGemmTileColsMax;
   const auto update = [&] {
@@ -72,16 +72,13 @@ GemmTiling gemm_tiling(int64_t m, int64_t n) {
   return t;
 }
 
-int64_t gemm_tile_count(int64_t m, int64_t n) { return gemm_tiling(m, n).count(); }
-
-GemmTile gemm_tile(int64_t m, int64_t n, int64_t index) {
-  const GemmTiling t = gemm_tiling(m, n);
-  GemmTile tile;
-  tile.row = (index / t.col_tiles) * t.tile_rows;
-  tile.col = (index % t.col_tiles) * t.tile_cols;
-  tile.rows = std::min(t.tile_rows, m - tile.row);
-  tile.cols = std::min(t.tile_cols, n - tile.col);
-  return tile;
+GemmTile GemmTiling::tile(int64_t index) const {
+  GemmTile t;
+  t.row = (index / col_tiles) * tile_rows;
+  t.col = (index % col_tiles) * tile_cols;
+  t.rows = std::min(tile_rows, m - t.row);
+  t.cols = std::min(tile_cols, n - t.col);
+  return t;
 }
 
 void sgemm_tile(const GemmTile& tile, bool transpose_a, bool transpose_b, int64_t k, float alpha,
@@ -98,12 +95,13 @@ void sgemm_tile(const GemmTile& tile, bool transpose_a, bool transpose_b, int64_
 void sgemm_parallel(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k,
                     float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
                     float beta, float* c, int64_t ldc) {
-  const int64_t tiles = gemm_tile_count(m, n);
+  const GemmTiling tiling = gemm_tiling(m, n);
+  const int64_t tiles = tiling.count();
   if (tiles == 0) return;
   blas_single_threaded();
 #pragma omp parallel for schedule(dynamic) if (tiles > 1)
   for (int64_t t = 0; t < tiles; ++t) {
-    sgemm_tile(gemm_tile(m, n, t), transpose_a, transpose_b, k, alpha, a, lda, b, ldb, beta, c,
+    sgemm_tile(tiling.tile(t), transpose_a, transpose_b, k, alpha, a, lda, b, ldb, beta, c,
                ldc);
   }
 }

@@ -152,8 +152,6 @@ void add_column_sums(float* sums, const float* matrix, int64_t rows, int64_t str
   }
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // The row blocks of all experts, numbered expert by expert.
 struct RowBlock {
   int expert;

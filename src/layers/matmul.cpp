@@ -43,11 +43,12 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
     return;
   }
   // out = bias in every row of the tile, then out += inp W over the tile.
-  const int64_t tiles = gemm_tile_count(N, OC);
+  const GemmTiling tiling = gemm_tiling(N, OC);
+  const int64_t tiles = tiling.count();
   blas_single_threaded();
 #pragma omp parallel for schedule(dynamic) if (tiles > 1)
   for (int64_t t = 0; t < tiles; ++t) {
-    const GemmTile tile = gemm_tile(N, OC, t);
+    const GemmTile tile = tiling.tile(t);
     for (int64_t r = tile.row; r < tile.row + tile.rows; ++r) {
       std::copy(bias + tile.col, bias + tile.col + tile.cols, out + r * OC + tile.col);
     }

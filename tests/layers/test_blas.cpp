@@ -33,9 +33,10 @@ TEST(GemmTiles, CoverTheResultOnce) {
   for (auto [m, n] : {std::pair<int64_t, int64_t>{1, 1}, {64, 256}, {65, 257}, {1000, 3},
                       {3, 1000}, {640, 512}}) {
     std::vector<int> hits(static_cast<size_t>(m * n), 0);
-    const int64_t tiles = gemm_tile_count(m, n);
+    const GemmTiling tiling = gemm_tiling(m, n);
+    const int64_t tiles = tiling.count();
     for (int64_t t = 0; t < tiles; ++t) {
-      const GemmTile tile = gemm_tile(m, n, t);
+      const GemmTile tile = tiling.tile(t);
       ASSERT_GT(tile.rows, 0);
       ASSERT_GT(tile.cols, 0);
       ASSERT_LE(tile.row + tile.rows, m);
@@ -47,7 +48,7 @@ TEST(GemmTiles, CoverTheResultOnce) {
     EXPECT_TRUE(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }))
         << m << " x " << n;
   }
-  EXPECT_EQ(gemm_tile_count(0, 5), 0);
+  EXPECT_EQ(gemm_tiling(0, 5).count(), 0);
 }
 
 // Large tiles first, halved (columns first) until there are kGemmMinTiles, within the bounds.
@@ -72,7 +73,6 @@ TEST(GemmTiles, StartLargeAndSplitUntilThereAreEnough) {
     EXPECT_LE(t.tile_rows, kGemmTileRowsMax);
     EXPECT_GE(t.tile_cols, kGemmTileColsMin);
     EXPECT_LE(t.tile_cols, kGemmTileColsMax);
-    EXPECT_EQ(gemm_tile_count(m, n), t.count());
   }
 }
 
