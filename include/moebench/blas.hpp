@@ -39,10 +39,10 @@ struct GemmTile {
 };
 
 // The tiling of an [m, n] result used by sgemm_parallel, fixed by (m, n) alone. Larger tiles
-// repack less (a single-threaded 128 x 512 tile runs 10-15 % faster than 64 x 256 at these
-// models' shapes), so tiles start at kGemmTileRowsMax x kGemmTileColsMax and are halved,
-// columns first, while the result has fewer than kGemmMinTiles of them, down to
-// kGemmTileRowsMin x kGemmTileColsMin. Tiles are numbered row-major; edge tiles are smaller.
+// repack less (single-threaded 128 x 512 tiles run 5-22 % faster than 64 x 256 ones at the
+// quickstart model's products: bench/bench_layers), so tiles start at kGemmTileRowsMax x
+// kGemmTileColsMax and are halved, columns first, while the result has fewer than
+// kGemmMinTiles of them, down to kGemmTileRowsMin x kGemmTileColsMin. Tiles are numbered row-major; edge tiles are smaller.
 inline constexpr int64_t kGemmTileRowsMax = 128, kGemmTileRowsMin = 32;
 inline constexpr int64_t kGemmTileColsMax = 512, kGemmTileColsMin = 128;
 inline constexpr int64_t kGemmMinTiles = 4;

@@ -55,7 +55,8 @@ constexpr float kGeluCubic = 0.044715f;
 // activations (256 KiB at h = 512) stay in L2 between a product and the pass that reads it.
 // Each item repacks the expert's weights, so when they are large (d h >= 2^18 floats: 1 MiB
 // per matrix, more than L2 holds) items take 256 rows and repack half as often: 20 % more
-// GFLOP/s at d = 512, h = 2048 (bench_experts). Chosen by shape, never by thread count.
+// GFLOP/s at d = 512, h = 2048 (bench_experts, built with either size). Chosen by shape,
+// never by thread count.
 int64_t row_block_rows(const ExpertShape& shape) {
   return int64_t{shape.d_model} * shape.d_hidden >= (int64_t{1} << 18) ? 256 : 128;
 }
