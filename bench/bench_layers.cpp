@@ -29,7 +29,9 @@ namespace {
 
 std::vector<float> normal(size_t n, uint64_t stream, double scale = 1.0) {
   std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>(scale * moebench::random_normal(3, stream, i));
+  for (size_t i = 0; i < n; ++i) {
+    v[i] = static_cast<float>(scale * moebench::random_normal(3, stream, i));
+  }
   return v;
 }
 
@@ -63,7 +65,9 @@ int main(int argc, char** argv) {
   const std::vector<float> qkv = normal(static_cast<size_t>(N) * 3 * C, 1);
   const std::vector<float> dout = normal(static_cast<size_t>(N) * C, 2);
   std::vector<float> out(dout.size()), att(static_cast<size_t>(B) * NH * T * T);
-  std::vector<float> dqkv(qkv.size()), scratch(static_cast<size_t>(moebench::attention_backward_scratch_floats(B, T, NH)));
+  std::vector<float> dqkv(qkv.size());
+  std::vector<float> scratch(
+      static_cast<size_t>(moebench::attention_backward_scratch_floats(B, T, NH)));
   const double forward = best_seconds(repetitions, nothing, [&] {
     moebench::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
   });
@@ -89,7 +93,8 @@ int main(int argc, char** argv) {
   settings.weight_decay = 0.1f;
   int step = 0;
   const double adamw = best_seconds(repetitions, flush, [&] {
-    moebench::adamw_update(p.data(), m.data(), v.data(), g.data(), mask.data(), n, settings, ++step);
+    moebench::adamw_update(p.data(), m.data(), v.data(), g.data(), mask.data(), n, settings,
+                           ++step);
   });
   const double traffic = best_seconds(repetitions, flush, [&] {
 #pragma omp parallel for simd schedule(static)
@@ -100,8 +105,8 @@ int main(int argc, char** argv) {
       p[i] = x;
     }
   });
-  std::printf("adamw_update %lld parameters, cold: %.3f ms; a loop moving the same bytes: %.3f ms\n",
-              static_cast<long long>(n), 1e3 * adamw, 1e3 * traffic);
+  std::printf("adamw_update %lld parameters, cold: %.3f ms; a loop moving the same bytes: "
+              "%.3f ms\n", static_cast<long long>(n), 1e3 * adamw, 1e3 * traffic);
 
   // 3. sgemm tiles, one thread.
   struct Product {
@@ -130,13 +135,15 @@ int main(int argc, char** argv) {
       const double seconds = best_seconds(repetitions, nothing, [&] {
         for (int64_t i = 0; i < pr.m; i += tile[0]) {
           for (int64_t j = 0; j < pr.n; j += tile[1]) {
-            const moebench::GemmTile t{i, std::min(tile[0], pr.m - i), j, std::min(tile[1], pr.n - j)};
+            const moebench::GemmTile t{i, std::min(tile[0], pr.m - i), j,
+                                       std::min(tile[1], pr.n - j)};
             moebench::sgemm_tile(t, pr.ta, pr.tb, pr.k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f,
                                  c.data(), pr.n);
           }
         }
       });
-      std::printf(" %10.1f", 2.0 * pr.m * pr.n * pr.k / seconds * 1e-9);
+      const double flops = 2.0 * static_cast<double>(pr.m * pr.n * pr.k);
+      std::printf(" %10.1f", flops / seconds * 1e-9);
     }
     std::printf("\n");
   }
