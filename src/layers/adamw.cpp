@@ -11,32 +11,51 @@
 namespace moebench {
 namespace {
 constexpr int64_t kParallelThreshold = 65536;  // parameters
+
+struct AdamWConstants {
+  float beta1, beta2, lr, eps, decay, grad_scale, m_correction, v_correction;
+};
+
+// The mask test is a template argument: a load of decay_mask[i] under a run-time
+// `decay_mask != nullptr` inside the loop is a conditional access, and GCC then keeps the
+// whole loop scalar (vsqrtss/vdivss in perf, 2.5x slower than the vector loop). Both versions
+// run the same arithmetic per element, so a masked element gets the same bits either way.
+template <bool kMasked>
+void adamw_loop(float* params, float* m, float* v, const float* grads, const uint8_t* decay_mask,
+                int64_t n, const AdamWConstants c) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grads[i] * c.grad_scale;
+    const float m_new = c.beta1 * m[i] + (1.0f - c.beta1) * g;
+    const float v_new = c.beta2 * v[i] + (1.0f - c.beta2) * g * g;
+    m[i] = m_new;
+    v[i] = v_new;
+    const float m_hat = m_new * c.m_correction;
+    const float v_hat = v_new * c.v_correction;
+    float wd = c.decay;
+    if constexpr (kMasked) wd = decay_mask[i] != 0 ? c.decay : 0.0f;
+    params[i] -= c.lr * (m_hat / (std::sqrt(v_hat) + c.eps) + wd * params[i]);
+  }
+}
 }  // namespace
 
 void adamw_update(float* params, float* m, float* v, const float* grads, const uint8_t* decay_mask,
                   int64_t n, const AdamWSettings& settings, int step) {
   MOEBENCH_CHECK(step >= 1,
                  "adamw_update: step must count from 1 (got " + std::to_string(step) + ")");
-  const float beta1 = settings.beta1;
-  const float beta2 = settings.beta2;
-  const float lr = settings.learning_rate;
-  const float eps = settings.eps;
-  const float decay = settings.weight_decay;
-  const float grad_scale = settings.grad_scale;
   // Bias corrections in double: 1 - beta2^step is ~1e-3 at step 1 and cancels badly in float.
-  const auto m_correction = static_cast<float>(1.0 / (1.0 - std::pow(double{beta1}, step)));
-  const auto v_correction = static_cast<float>(1.0 / (1.0 - std::pow(double{beta2}, step)));
-#pragma omp parallel for simd schedule(static) if (n >= kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = grads[i] * grad_scale;
-    const float m_new = beta1 * m[i] + (1.0f - beta1) * g;
-    const float v_new = beta2 * v[i] + (1.0f - beta2) * g * g;
-    m[i] = m_new;
-    v[i] = v_new;
-    const float m_hat = m_new * m_correction;
-    const float v_hat = v_new * v_correction;
-    const float wd = decay_mask == nullptr || decay_mask[i] != 0 ? decay : 0.0f;
-    params[i] -= lr * (m_hat / (std::sqrt(v_hat) + eps) + wd * params[i]);
+  const AdamWConstants c{settings.beta1,
+                         settings.beta2,
+                         settings.learning_rate,
+                         settings.eps,
+                         settings.weight_decay,
+                         settings.grad_scale,
+                         static_cast<float>(1.0 / (1.0 - std::pow(double{settings.beta1}, step))),
+                         static_cast<float>(1.0 / (1.0 - std::pow(double{settings.beta2}, step)))};
+  if (decay_mask == nullptr) {
+    adamw_loop<false>(params, m, v, grads, nullptr, n, c);
+  } else {
+    adamw_loop<true>(params, m, v, grads, decay_mask, n, c);
   }
 }
 

@@ -864,6 +864,27 @@ TEST(AdamW, GradScaleEqualsScaledGradients) {
   EXPECT_NE(p1, start);
 }
 
+// adamw.cpp has one loop for a mask and one without: an all-ones mask and no mask decay every
+// element alike, bit for bit, and an all-zeros mask equals weight_decay = 0.
+TEST(AdamW, MaskedAndUnmaskedLoopsAgree) {
+  const int64_t n = 100003;  // above the parallel threshold, with a vector tail
+  const std::vector<float> grads = normal_vector(size_of(n), 41);
+  const std::vector<float> start = normal_vector(size_of(n), 42);
+  const AdamWSettings settings{1e-2f, 0.9f, 0.99f, 1e-8f, 0.1f};
+  AdamWSettings no_decay = settings;
+  no_decay.weight_decay = 0.0f;
+  const auto run = [&](const uint8_t* mask, const AdamWSettings& s) {
+    std::vector<float> p = start, m(size_of(n), 0.1f), v(size_of(n), 0.2f);
+    adamw_update(p.data(), m.data(), v.data(), grads.data(), mask, n, s, 2);
+    return p;
+  };
+  const std::vector<uint8_t> ones(size_of(n), 1), zeros(size_of(n), 0);
+  const std::vector<float> decayed = run(nullptr, settings);
+  EXPECT_EQ(run(ones.data(), settings), decayed);
+  EXPECT_EQ(run(zeros.data(), settings), run(nullptr, no_decay));
+  EXPECT_NE(run(zeros.data(), settings), decayed);
+}
+
 // Against a plain double loop (the block sums differ from it by double rounding only: relative
 // 1e-13 over 10^6 terms), on a length that is not a multiple of the block; and the same bits
 // with one thread and a team.
