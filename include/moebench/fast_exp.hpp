@@ -51,7 +51,10 @@ inline F exp_kernel(F x) {
 inline float fast_exp(float x) { return detail::exp_kernel(x); }
 inline Floats16 fast_exp(Floats16 x) { return detail::exp_kernel(x); }
 
-// out[i] = exp(in[i] - shift) for i < n; out may equal in.
+// out[i] = exp(in[i] - shift) for i < n; out may equal in. The last n % 16 elements go
+// through the vector kernel too, in a zero-padded vector: a scalar exp costs about as much as
+// a vector one, and with rows of 1 to 128 elements (causal attention) the scalar tail took
+// most of the softmax's time.
 inline void fast_exp_shifted(float* out, const float* in, float shift, int n) {
   int i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -60,7 +63,13 @@ inline void fast_exp_shifted(float* out, const float* in, float shift, int n) {
     v = fast_exp(v - shift);
     __builtin_memcpy(out + i, &v, sizeof(v));
   }
-  for (; i < n; ++i) out[i] = fast_exp(in[i] - shift);
+  if (i < n) {
+    const auto bytes = static_cast<size_t>(n - i) * sizeof(float);
+    Floats16 v = {};
+    __builtin_memcpy(&v, in + i, bytes);
+    v = fast_exp(v - shift);
+    __builtin_memcpy(out + i, &v, bytes);
+  }
 }
 
 // max of x[0..n), n >= 1, 16 lanes at a time (a scalar max chain does not vectorise).
