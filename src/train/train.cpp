@@ -386,6 +386,17 @@ int run_train_command(int argc, char** argv) {
   TraceSeries e_bytes = scalar("/eval/bytes_per_token", "bytes",
                                 "text bytes per predicted validation token (1 for byte-level data)");
   trace.set_attribute("/eval", "vocab_size", static_cast<int64_t>(dataset->vocab_size()));
+  // What the options resolved to, typed, next to /config's strings as given: the balancing
+  // that --balance auto chose, and the text and tokenizer the tokens came from.
+  trace.set_attribute("/train", "balance", to_string(o.model.moe.routing.balance));
+  const bool byte_level = dataset->vocab_size() == kByteVocabSize && o.tokenizer_model.empty();
+  trace.set_attribute("/data", "source", dataset->name());
+  trace.set_attribute("/data", "tokenizer", byte_level ? "byte" : "bpe");
+  if (!byte_level) {
+    trace.set_attribute("/data", "tokenizer_model", o.tokenizer_model.empty()
+                                                        ? tokenizer_model_beside(o.data)
+                                                        : o.tokenizer_model);
+  }
   struct LayerSeries {
     TraceSeries drop, token_drop, cv, max_ratio, unused, router_entropy, gate_entropy, topk, aux, z;
     TraceSeries load, demand, bytes, exchange_ms;

@@ -31,6 +31,19 @@ def main() -> int:
             assert np.all(bytes_per_token == 1.0), bytes_per_token
             assert int(f["eval"].attrs["vocab_size"]) == 256
         assert np.allclose(f["eval/ppl"][...], np.exp(f["eval/loss"][...]))
+        # the resolved settings: --balance auto's choice, the text and the tokenizer
+        config, data = f["config"].attrs, f["data"].attrs
+        balance, router = f["train"].attrs["balance"], config["router"]
+        if config["balance"] == "auto":
+            assert balance == ("none" if router in ("hash", "expert_choice") else "aux"), (router, balance)
+        else:
+            assert balance == config["balance"], (config["balance"], balance)
+        if bpe:
+            assert data["tokenizer"] == "bpe" and data["source"] == config["data"], dict(data)
+            assert data["tokenizer_model"] == config["data"][:-len(".bin")] + ".model", dict(data)
+        else:
+            assert data["tokenizer"] == "byte" and "tokenizer_model" not in data, dict(data)
+            assert data["source"] == (config["data"] or "the built-in story corpus"), dict(data)
         flops_per_token = float(f["train"].attrs["model_flops_per_token"])
         assert flops_per_token > 0
         assert np.allclose(f["train/model_flops_per_s"][...], f["train/tokens_per_s"][...] * flops_per_token)
