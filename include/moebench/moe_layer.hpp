@@ -56,7 +56,8 @@ class MoELayer {
 
   const MoELayerConfig& config() const { return config_; }
   const RoutingPlan& plan() const { return plan_; }
-  const float* logits() const { return logits_.data(); }  // [T, E] of the last forward
+  // [T, E] of the last forward; empty (no router) for hash routing
+  const float* logits() const { return logits_.data(); }
   Dispatcher& dispatcher() { return dispatcher_; }
   const MoELayerTimings& timings() const { return timings_; }
   void reset_counters();
@@ -86,7 +87,7 @@ class MoELayer {
   std::vector<int64_t> global_demand_;               // [E] scratch for the bias update
   const float* input_ = nullptr;                     // x of the last forward (caller-owned)
 
-  std::vector<float> logits_;        // [T, E]
+  std::vector<float> logits_;        // [T, E]; these router buffers are empty for hash routing
   std::vector<float> router_saved_;  // [T, router activations]
   std::vector<float> expert_in_;     // [N, d] expert-major
   std::vector<float> expert_out_;    // [N, d]

@@ -55,9 +55,11 @@ MoELayer::MoELayer(const MoELayerConfig& config, MPI_Comm comm, int max_tokens)
   plan_.reserve(config.routing, max_tokens);
   dispatcher_.reserve(config.routing, max_tokens);
 
-  router_params_.assign(router_param_count(router_shape_), 0.0f);
+  // Hash routing has no learned router: no parameters, logits or router activations.
+  const bool learned = has_learned_router(config.routing.router);
+  router_params_.assign(learned ? router_param_count(router_shape_) : 0, 0.0f);
   router_grads_.assign(router_params_.size(), 0.0f);
-  router_params_init(router_params_.data(), router_shape_, config.seed);
+  if (learned) router_params_init(router_params_.data(), router_shape_, config.seed);
   expert_params_.assign(expert_param_count(expert_shape_), 0.0f);
   expert_grads_.assign(expert_params_.size(), 0.0f);
   expert_params_init(expert_params_view(expert_params_.data(), expert_shape_), expert_shape_,
@@ -67,8 +69,9 @@ MoELayer::MoELayer(const MoELayerConfig& config, MPI_Comm comm, int max_tokens)
 
   const int64_t T = max_tokens, d = config.d_model, h = config.d_hidden;
   const int64_t N = dispatcher_.max_expert_rows();
-  const int64_t router_width = router_activation_floats_per_token(router_shape_);
-  logits_.assign(T * E, 0.0f);
+  const int64_t router_width = learned ? router_activation_floats_per_token(router_shape_) : 0;
+  const int64_t logit_floats = learned ? T * E : 0;
+  logits_.assign(logit_floats, 0.0f);
   router_saved_.assign(T * router_width, 0.0f);
   router_scratch_.assign(T * router_width, 0.0f);
   expert_in_.assign(N * d, 0.0f);
@@ -76,7 +79,7 @@ MoELayer::MoELayer(const MoELayerConfig& config, MPI_Comm comm, int max_tokens)
   hidden_pre_.assign(N * h, 0.0f);
   hidden_act_.assign(N * h, 0.0f);
   d_gate_.assign(T * plan_.slots, 0.0f);
-  d_logits_.assign(T * E, 0.0f);
+  d_logits_.assign(logit_floats, 0.0f);
   d_expert_out_.assign(N * d, 0.0f);
   d_expert_in_.assign(N * d, 0.0f);
   d_hidden_.assign(N * h, 0.0f);

@@ -354,7 +354,10 @@ int run_train_command(int argc, char** argv) {
     std::printf("# %-28s %12lld\n", "attention", attention);
     std::printf("# %-28s %12lld\n", "layer norms", norms);
     std::printf("# %-28s %12lld\n", "dense FFN blocks", dense_ffn);
-    std::printf("# %-28s %12lld\n", (std::string("routers (") + to_string(o.model.moe.router_arch) + ")").c_str(), routers);
+    const std::string router_arch = has_learned_router(o.model.moe.routing.router)
+                                        ? to_string(o.model.moe.router_arch)
+                                        : "none: hash routing";
+    std::printf("# %-28s %12lld\n", ("routers (" + router_arch + ")").c_str(), routers);
     std::printf("# %-28s %12lld  (%lld on each rank)\n", "experts", static_cast<long long>(expert_count),
                 static_cast<long long>(expert_count_local));
     std::printf("# %-28s %12lld\n", "total", static_cast<long long>(dense_count + expert_count));

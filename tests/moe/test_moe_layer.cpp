@@ -179,5 +179,25 @@ TEST(LayerBalanceBias, MovesTowardsUnderloadedExperts) {
   }
 }
 
+// Hash routing has no router: no parameters (so none in the optimizer, the checkpoint or the
+// parameter table) and no logits; a learned router has its architecture's count.
+TEST(LayerRouter, HashRoutingHasNoRouterParameters) {
+  for (const RouterKind router : {RouterKind::hash, RouterKind::softk}) {
+    const MoELayerConfig config = layer_config(Case{router, RouterArch::mlp});
+    MoELayer layer(config, MPI_COMM_SELF, kTokens);
+    const RouterNetShape shape{config.router_arch, config.d_model, config.router_hidden,
+                               config.routing.num_experts};
+    const size_t expected = router == RouterKind::hash ? 0 : size_t(router_param_count(shape));
+    EXPECT_EQ(layer.router_params().size(), expected) << to_string(router);
+    EXPECT_EQ(layer.router_grads().size(), expected) << to_string(router);
+    std::vector<float> x(kTokens * 5), y(x.size()), dx(x.size());
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(random_normal(4, 4, i));
+    const std::vector<int32_t> ids = {3, 1, 4, 1, 5, 9};
+    layer.forward(y.data(), x.data(), ids.data(), kTokens);  // runs without a router
+    layer.backward(dx.data(), y.data());
+    EXPECT_TRUE(std::all_of(dx.begin(), dx.end(), [](float v) { return std::isfinite(v); }));
+  }
+}
+
 }  // namespace
 }  // namespace moebench
