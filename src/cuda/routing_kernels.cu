@@ -612,6 +612,7 @@ void DeviceRoutingPlan::reserve(const RoutingConfig& config, int max_tokens_in) 
 void cuda_route(DeviceRoutingPlan& plan, const float* logits, const int32_t* token_ids,
                 const float* selection_bias, int num_tokens, const RoutingConfig& config,
                 CUstream_st* stream) {
+  validate_gpu_routing_config(config);  // reserve() checked its own configuration, not this one
   MOEBENCH_CHECK(num_tokens >= 0 && num_tokens <= plan.max_tokens &&
                      plan.num_experts == config.num_experts && plan.slots == plan_slots(config),
                  "DeviceRoutingPlan::reserve was not called for this configuration and size");

@@ -503,8 +503,9 @@ void route(RoutingPlan& plan, const float* logits, const int32_t* token_ids,
                        config.balance == BalanceKind::bias ? selection_bias : nullptr, config);
   }
 
+  // An empty group has no loss (0, as the GPU path gives), not 0 / 0.
   plan.aux_loss = 0.0f;
-  if (config.balance == BalanceKind::aux) {
+  if (config.balance == BalanceKind::aux && T > 0) {
     // alpha * E * sum_e f_e * P_e, f_e = demand_e / (T k), P_e = mean_t p[t, e]
     double sum = 0.0;
     for (int e = 0; e < E; ++e) {
@@ -516,7 +517,7 @@ void route(RoutingPlan& plan, const float* logits, const int32_t* token_ids,
     plan.aux_loss = static_cast<float>(static_cast<double>(config.aux_loss_coeff) * E * sum);
   }
   plan.z_loss = 0.0f;
-  if (config.z_loss_coeff > 0.0f) {
+  if (config.z_loss_coeff > 0.0f && T > 0) {
     double sum = 0.0;
     for (int t = 0; t < T; ++t) sum += static_cast<double>(plan.logsumexp[t]) * plan.logsumexp[t];
     plan.z_loss = static_cast<float>(config.z_loss_coeff * sum / T);

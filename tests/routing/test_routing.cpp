@@ -329,6 +329,20 @@ TEST(Balance, AuxLossMatchesHandValue) {
   EXPECT_NEAR(plan.z_loss, 0.1 * (l1 * l1 + l2 * l2) / 2, 1e-6);
 }
 
+// An empty group: no assignments and losses of 0 (not 0 / 0), as on the GPU.
+TEST(Balance, EmptyGroupHasZeroLosses) {
+  auto config = make_config(RouterKind::topk_hard, 4, 2, 1.0);
+  config.balance = BalanceKind::aux;
+  config.z_loss_coeff = 0.1f;
+  RoutingPlan plan;
+  plan.reserve(config, 4);
+  const std::vector<float> z(16, 0.5f);
+  route(plan, z.data(), nullptr, nullptr, 0, config);
+  EXPECT_EQ(plan.aux_loss, 0.0f);
+  EXPECT_EQ(plan.z_loss, 0.0f);
+  for (int e = 0; e < 4; ++e) EXPECT_EQ(plan.load[e], 0) << e;
+}
+
 TEST(Balance, SelectionBiasMovesTowardsUnderloadedExperts) {
   auto config = make_config(RouterKind::topk_hard, 3, 1, 1.0);
   config.balance = BalanceKind::bias;

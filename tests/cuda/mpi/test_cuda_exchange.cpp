@@ -140,10 +140,28 @@ void expect_dispatcher_matches_cpu(RoutingConfig config, DispatchMode mode, int 
   const std::vector<float> dy = normal(x.size(), 41, stream_base + 2);
   const std::vector<float> dx_start = normal(x.size(), 41, stream_base + 3);
 
-  // CPU side.
+  // Both plans. Their decisions must agree exactly; the gates may not (CUDA's expf is not
+  // glibc's, and softk's gates go through it), so the CPU side takes the GPU's gates: this
+  // test is about moving and weighting rows, tests/cuda/test_cuda_routing.cpp about gates.
   RoutingPlan cpu_plan;
   cpu_plan.reserve(config, kTokens);
   route(cpu_plan, logits.data(), nullptr, nullptr, kTokens, config);
+  CUstream_st* stream = context.compute_stream();
+  DeviceRoutingPlan gpu_plan;
+  gpu_plan.reserve(config, kTokens);
+  DeviceArray<float> logits_device = test::to_device(logits, stream);
+  cuda_route(gpu_plan, logits_device.data(), nullptr, nullptr, kTokens, config, stream);
+  {
+    RoutingPlan from_gpu;
+    from_gpu.reserve(config, kTokens);
+    download_plan(from_gpu, gpu_plan, stream);
+    ASSERT_EQ(from_gpu.expert, cpu_plan.expert) << "routing decisions differ";
+    ASSERT_EQ(from_gpu.kept, cpu_plan.kept) << "routing decisions differ";
+    ASSERT_EQ(from_gpu.position, cpu_plan.position) << "routing decisions differ";
+    cpu_plan.gate = from_gpu.gate;
+  }
+
+  // CPU side.
   Dispatcher cpu(MPI_COMM_WORLD, E, d, mode);
   cpu.reserve(config, kTokens);
   cpu.set_plan(cpu_plan);
@@ -160,11 +178,6 @@ void expect_dispatcher_matches_cpu(RoutingConfig config, DispatchMode mode, int 
   cpu.dispatch_backward(cpu_dx.data(), d_expert_in.data());
 
   // GPU side.
-  CUstream_st* stream = context.compute_stream();
-  DeviceRoutingPlan gpu_plan;
-  gpu_plan.reserve(config, kTokens);
-  DeviceArray<float> logits_device = test::to_device(logits, stream);
-  cuda_route(gpu_plan, logits_device.data(), nullptr, nullptr, kTokens, config, stream);
   CudaDispatcher gpu(context, E, d, mode);
   gpu.reserve(config, kTokens);
   gpu.set_plan(gpu_plan);
@@ -184,7 +197,8 @@ void expect_dispatcher_matches_cpu(RoutingConfig config, DispatchMode mode, int 
   gpu.combine_backward(d_expert_out.data(), d_gate.data(), dy_device.data());
   gpu.dispatch_backward(dx_device.data(), d_expert_in_device.data());
 
-  // Dispatch and the gradient rows gate * dy only move or multiply once: identical bits.
+  // Dispatch and the gradient rows gate * dy only move or multiply once (with the same
+  // gates): identical bits.
   EXPECT_EQ(test::to_host(expert_in.data(), expert_in.size(), stream), cpu_expert_in);
   EXPECT_EQ(test::to_host(d_expert_out.data(), d_expert_out.size(), stream), cpu_d_expert_out);
   // y and dx sum at most k (+1) terms in the same order as the CPU: a few ulp, 1e-6 of scale.
