@@ -6,9 +6,12 @@
 #      more ranks than GPUs skip);
 #   3. runs the GPU benchmark (bench/cuda/bench_cuda.cpp) and `moebench alltoall --backend cuda`
 #      on one rank (NCCL between device buffers; every element checked);
-#   4. prints a short report; logs and the report go to out/gpu-check/.
+#   4. prints a short report; logs and the report go to out/gpu-check/ (OUT_DIR).
 # Exit status 0 only if the build, the tests and the benchmarks' own checks all pass.
 # Designed to finish well within 10 minutes on one H200 (16 cores): the build takes most of it.
+# Every stage has its own time limit (tests 240 s, benchmark 150 s, alltoall 90 s) and prints a
+# line when it ends, so a hang costs one stage and the rest of the report still comes out; on a
+# lent machine, run it with OUT_DIR="$OUT" so that the logs come back.
 # The Debian packages of launch/setup.sh must already be installed (this script installs
 # nothing). Environment: BUILD_DIR (build-cuda), OUT_DIR (out/gpu-check),
 # CUDA_ARCHITECTURES (90), BENCH_ARGS (extra bench_cuda options, e.g. --quick).
@@ -27,6 +30,14 @@ fail() {
   exit 1
 }
 
+export NCCL_DEBUG=${NCCL_DEBUG:-WARN}  # an NCCL bootstrap failure explains itself
+if command -v nvidia-smi >/dev/null; then  # CUDA 13's runtime needs driver 580 or newer
+  gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -n 1)
+  echo "gpu-check: $gpu"
+else
+  echo "gpu-check: no nvidia-smi: is an NVIDIA driver installed?"
+fi
+
 # 1. Build.
 if ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then
   echo "gpu-check: no nvcc on PATH or in /usr/local/cuda/bin: install the CUDA toolkit" >&2
@@ -38,19 +49,25 @@ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DMOEBENCH_CUDA=ON \
 cmake --build "$build_dir" -j"$(nproc)" --target moebench_cuda_all >"$out_dir/build.log" 2>&1 ||
   fail "build failed" "$out_dir/build.log"
 build_s=$(elapsed)
+echo "gpu-check: build ok (${build_s} s)"
 
-# 2. GPU tests.
-(cd "$build_dir" && ctest -L gpu -V --timeout 300) >"$out_dir/ctest.log" 2>&1
+# 2. GPU tests. ctest's --timeout does not override the tests' own TIMEOUT property (300 s
+# each), so the stage as a whole is bounded from outside.
+(cd "$build_dir" && timeout -k 10 240 ctest -L gpu -V) >"$out_dir/ctest.log" 2>&1
 test_status=$?
 test_s=$(( $(elapsed) - build_s ))
+echo "gpu-check: tests exit $test_status (${test_s} s)"
 
 # 3. GPU benchmark.
 # shellcheck disable=SC2086
-timeout 300 "$build_dir/bench/bench_cuda" ${BENCH_ARGS:-} >"$out_dir/bench.log" 2>&1
+timeout -k 10 150 "$build_dir/bench/bench_cuda" ${BENCH_ARGS:-} >"$out_dir/bench.log" 2>&1
 bench_status=$?
-timeout 180 launch/mpirun.sh -np 1 "$build_dir/moebench" alltoall --backend cuda --min-bytes 1K \
-  --max-bytes 256M --iters 20 --out "$out_dir/alltoall.h5" >"$out_dir/alltoall.log" 2>&1
+echo "gpu-check: benchmark exit $bench_status"
+timeout -k 10 90 launch/mpirun.sh -np 1 "$build_dir/moebench" alltoall --backend cuda \
+  --min-bytes 1K --max-bytes 256M --iters 20 --out "$out_dir/alltoall.h5" \
+  >"$out_dir/alltoall.log" 2>&1
 alltoall_status=$?
+echo "gpu-check: alltoall exit $alltoall_status"
 bench_s=$(( $(elapsed) - build_s - test_s ))
 
 # 4. Report.
@@ -65,7 +82,8 @@ bench_s=$(( $(elapsed) - build_s - test_s ))
   echo "## Tests (ctest -L gpu; full log $out_dir/ctest.log)"
   grep -E "^ *[0-9]+/[0-9]+ Test +#|tests passed|tests failed" "$out_dir/ctest.log"
   echo "largest differences against the CPU reference:"
-  grep -E "max rel diff|gate diff|linear router|device [0-9]+:" "$out_dir/ctest.log" | head -n 60
+  grep -E "max rel diff|gate diff|linear router|device [0-9]+:" "$out_dir/ctest.log" | head -n 100
+  grep -h "GPU tests skipped" "$out_dir/ctest.log" | sort -u | head -n 5
   grep -E "\[  FAILED  \]|: Failure$" "$out_dir/ctest.log" | head -n 20
   echo
   echo "## Benchmark (bench_cuda ${BENCH_ARGS:-}; exit $bench_status)"

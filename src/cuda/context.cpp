@@ -183,11 +183,20 @@ CudaContext::CudaContext(MPI_Comm comm) : impl_(std::make_unique<Impl>()) {
   // Plain fp32 products (no TF32 tensor cores): the backend is compared with the CPU one.
   MOEBENCH_CUBLAS_CHECK(cublasSetMathMode(s.blas, CUBLAS_DEFAULT_MATH));
 
-  ncclUniqueId id;
-  std::memset(&id, 0, sizeof(id));
-  if (s.rank == 0) MOEBENCH_NCCL_CHECK(ncclGetUniqueId(&id));
-  MOEBENCH_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, comm));
-  MOEBENCH_NCCL_CHECK(ncclCommInitRank(&s.nccl, s.size, id, s.rank));
+  // Rank 0's id and whether it got one travel together: if ncclGetUniqueId fails there, every
+  // rank throws instead of the others waiting in the broadcast.
+  struct {
+    ncclResult_t status;
+    ncclUniqueId id;
+  } boot;
+  std::memset(&boot, 0, sizeof(boot));
+  if (s.rank == 0) boot.status = ncclGetUniqueId(&boot.id);
+  MOEBENCH_MPI_CHECK(MPI_Bcast(&boot, sizeof(boot), MPI_BYTE, 0, comm));
+  if (boot.status != ncclSuccess) {
+    throw Error(std::string("ncclGetUniqueId failed on rank 0: ") +
+                ncclGetErrorString(boot.status) + " (NCCL_DEBUG=WARN says why)");
+  }
+  MOEBENCH_NCCL_CHECK(ncclCommInitRank(&s.nccl, s.size, boot.id, s.rank));
 }
 
 CudaContext::~CudaContext() = default;

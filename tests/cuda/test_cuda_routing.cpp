@@ -188,8 +188,9 @@ TEST(CudaRouting, TopkHardAcrossShapes) {
   expect_matches(learned_case("topk_hard T1", make_config(RouterKind::topk_hard, 8, 2, 1.0), 1, 7), context);
   // 30000 x 4 entries: 118 chunks of the ordered rank, so the chunk scan carries over more
   // than one warp's pass.
-  expect_matches(learned_case("topk_hard many chunks", make_config(RouterKind::topk_hard, 64, 4, 1.1),
-                              30000, 30), context);
+  expect_matches(learned_case("topk_hard many chunks",
+                              make_config(RouterKind::topk_hard, 64, 4, 1.1), 30000, 30),
+                 context);
   expect_matches(learned_case("topk_hard T33", make_config(RouterKind::topk_hard, 33, 3, 1.0), 33, 8), context);
   for (int k = 1; k <= kMaxGpuTopK; ++k) {
     expect_matches(learned_case("topk_hard k" + std::to_string(k),
