@@ -18,8 +18,9 @@ struct AdamWConstants {
 
 // The mask test is a template argument: a load of decay_mask[i] under a run-time
 // `decay_mask != nullptr` inside the loop is a conditional access, and GCC then keeps the
-// whole loop scalar (vsqrtss/vdivss in perf, 2.5x slower than the vector loop). Both versions
-// run the same arithmetic per element, so a masked element gets the same bits either way.
+// whole loop scalar (vsqrtss/vdivss in perf; 4.2 against 1.4 ms for the quickstart experts'
+// 2.1 M parameters on 2 threads, bench/bench_layers). Both versions run the same arithmetic
+// per element, so a masked element gets the same bits either way.
 template <bool kMasked>
 void adamw_loop(float* params, float* m, float* v, const float* grads, const uint8_t* decay_mask,
                 int64_t n, const AdamWConstants c) {
