@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <sstream>
 #include <vector>
 
@@ -120,6 +121,14 @@ struct CudaContext::Impl {
       std::fprintf(stderr, "moebench: %s failed while releasing the CUDA context: %s\n", what,
                    text);
     };
+    // Released while an exception propagates, this rank may have left an exchange its peers
+    // are still in (or theirs may never come): waiting for the streams could then hang, so
+    // NCCL's pending work is aborted first and the communicator is not destroyed collectively.
+    if (nccl != nullptr && std::uncaught_exceptions() > 0) {
+      const ncclResult_t status = ncclCommAbort(nccl);
+      if (status != ncclSuccess) report("ncclCommAbort", ncclGetErrorString(status));
+      nccl = nullptr;
+    }
     if (compute != nullptr) {
       const cudaError_t status = cudaStreamSynchronize(compute);
       if (status != cudaSuccess) report("cudaStreamSynchronize", cudaGetErrorString(status));

@@ -7,6 +7,28 @@
 #include "moebench/check.hpp"
 
 namespace moebench {
+namespace {
+
+// An NCCL group that is closed on every path: if a call inside it throws, the destructor ends
+// the group (its status ignored), so the thread is not left inside an open group.
+class NcclGroup {
+ public:
+  NcclGroup() { MOEBENCH_NCCL_CHECK(ncclGroupStart()); }
+  ~NcclGroup() {
+    if (open_) (void)ncclGroupEnd();
+  }
+  NcclGroup(const NcclGroup&) = delete;
+  NcclGroup& operator=(const NcclGroup&) = delete;
+  void end() {
+    open_ = false;
+    MOEBENCH_NCCL_CHECK(ncclGroupEnd());
+  }
+
+ private:
+  bool open_ = true;
+};
+
+}  // namespace
 
 size_t nccl_type_size(ncclDataType_t type) {
   switch (type) {
@@ -39,7 +61,7 @@ void nccl_alltoallv(const void* send, const int64_t* send_counts, const int64_t*
                        recv_displs[peer] >= 0,
                    "negative count or displacement");
   }
-  MOEBENCH_NCCL_CHECK(ncclGroupStart());
+  NcclGroup group;
   for (int peer = 0; peer < size; ++peer) {
     if (send_counts[peer] > 0) {
       MOEBENCH_NCCL_CHECK(ncclSend(send_bytes + static_cast<size_t>(send_displs[peer]) * element,
@@ -52,7 +74,7 @@ void nccl_alltoallv(const void* send, const int64_t* send_counts, const int64_t*
                                    stream));
     }
   }
-  MOEBENCH_NCCL_CHECK(ncclGroupEnd());
+  group.end();
 }
 
 void nccl_alltoall(const void* send, void* recv, size_t count, ncclDataType_t type,
@@ -63,14 +85,14 @@ void nccl_alltoall(const void* send, void* recv, size_t count, ncclDataType_t ty
   const size_t bytes = count * nccl_type_size(type);
   const char* send_bytes = static_cast<const char*>(send);
   char* recv_bytes = static_cast<char*>(recv);
-  MOEBENCH_NCCL_CHECK(ncclGroupStart());
+  NcclGroup group;
   for (int peer = 0; peer < size; ++peer) {
     MOEBENCH_NCCL_CHECK(
         ncclSend(send_bytes + static_cast<size_t>(peer) * bytes, count, type, peer, comm, stream));
     MOEBENCH_NCCL_CHECK(
         ncclRecv(recv_bytes + static_cast<size_t>(peer) * bytes, count, type, peer, comm, stream));
   }
-  MOEBENCH_NCCL_CHECK(ncclGroupEnd());
+  group.end();
 }
 
 void nccl_allreduce_average(float* data, size_t count, ncclComm* comm, CUstream_st* stream) {
