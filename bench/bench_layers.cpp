@@ -1,7 +1,8 @@
 // The pieces of the training step that docs/benchmarks.md quotes, at the quickstart model's
 // shapes (B 8, T 128, C 128, 4 heads; 2 x 8 experts of 128 -> 512 -> 128), with the threads of
 // OMP_NUM_THREADS:
-//  1. attention_forward / attention_backward (causal query blocks, pairs under OpenMP);
+//  1. attention_forward / attention_backward (causal query blocks, pairs under OpenMP, the
+//     products on packed_gemm.hpp);
 //  2. adamw_update over the experts' 2.1 M parameters with the arrays evicted from cache first
 //     (as in training, where a step's activations pass between two updates), against a loop
 //     that moves the same bytes (reads g, m, v, p; writes m, v, p) as the memory baseline;

@@ -1,9 +1,10 @@
 // BLAS on one thread per call, parallelism from OpenMP.
 //
-// Every matrix product of the CPU backend goes through these functions. Each BLAS call runs on
-// the thread that makes it; the cores are shared out by OpenMP regions that issue independent
-// calls: the tiles of one product (sgemm_parallel), the (batch, head) pairs of attention, the
-// row blocks of the expert FFNs. One pool of threads then does all the work: the elementwise
+// Every matrix product of the CPU backend goes through these functions, except attention's
+// small per-head products (packed_gemm.hpp). Each BLAS call runs on the thread that makes it;
+// the cores are shared out by OpenMP regions that issue independent calls: the tiles of one
+// product (sgemm_parallel), the row blocks of the expert FFNs. One pool of threads then does
+// all the work (attention's (batch, head) pairs are items of such a region too): the elementwise
 // passes run next to the products that feed them, on data still in cache, and no second pool
 // (the pthread OpenBLAS's own) spins while the other computes.
 //
@@ -42,7 +43,8 @@ struct GemmTile {
 // repack less (single-threaded 128 x 512 tiles run 5-22 % faster than 64 x 256 ones at the
 // quickstart model's products: bench/bench_layers), so tiles start at kGemmTileRowsMax x
 // kGemmTileColsMax and are halved, columns first, while the result has fewer than
-// kGemmMinTiles of them, down to kGemmTileRowsMin x kGemmTileColsMin. Tiles are numbered row-major; edge tiles are smaller.
+// kGemmMinTiles of them, down to kGemmTileRowsMin x kGemmTileColsMin. Tiles are numbered
+// row-major; edge tiles are smaller.
 inline constexpr int64_t kGemmTileRowsMax = 128, kGemmTileRowsMin = 32;
 inline constexpr int64_t kGemmTileColsMax = 512, kGemmTileColsMin = 128;
 inline constexpr int64_t kGemmMinTiles = 4;
