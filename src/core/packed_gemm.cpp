@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #endif
 
+#include "moebench/blas.hpp"
 #include "moebench/check.hpp"
 
 namespace moebench {
@@ -24,7 +25,7 @@ namespace {
 constexpr int64_t kPanel = kPackedPanelCols;
 constexpr int64_t kRowsPerPass = 12;
 
-int64_t panel_count(int64_t n) { return (n + kPanel - 1) / kPanel; }
+int64_t panel_count(int64_t n) { return ceil_div(n, kPanel); }
 
 // op(A)[i, p] for A stored as is (row stride lda) or transposed.
 template <bool kTransA>
@@ -33,9 +34,8 @@ inline float a_at(const float* a, int64_t lda, int64_t i, int64_t p) {
 }
 
 // The first row of op(A) from row i on.
-template <bool kTransA>
-inline const float* a_rows_from(const float* a, int64_t lda, int64_t i) {
-  return kTransA ? a + i : a + i * lda;
+inline const float* a_rows_from(bool transpose_a, const float* a, int64_t lda, int64_t i) {
+  return transpose_a ? a + i : a + i * lda;
 }
 
 // One micro-tile of the portable kernel: rows [0, kRows) x the panel's columns [0, cols).
@@ -64,11 +64,11 @@ void panel_portable(int64_t m, int64_t k, float alpha, const float* a, int64_t l
   constexpr int kRows = 4;
   int64_t i = 0;
   for (; i + kRows <= m; i += kRows) {
-    tile_portable<kRows, kTransA>(k, alpha, a_rows_from<kTransA>(a, lda, i), lda, panel,
+    tile_portable<kRows, kTransA>(k, alpha, a_rows_from(kTransA, a, lda, i), lda, panel,
                                   c + i * ldc, ldc, cols, accumulate);
   }
   for (; i < m; ++i) {
-    tile_portable<1, kTransA>(k, alpha, a_rows_from<kTransA>(a, lda, i), lda, panel, c + i * ldc,
+    tile_portable<1, kTransA>(k, alpha, a_rows_from(kTransA, a, lda, i), lda, panel, c + i * ldc,
                               ldc, cols, accumulate);
   }
 }
@@ -156,7 +156,7 @@ void sgemm_packed_with(PanelKernel kernel, bool transpose_a, int64_t m, int64_t 
                      std::to_string(n) + ", k " + std::to_string(k) + ")");
   for (int64_t row = 0; row < m; row += kRowsPerPass) {
     const int64_t rows = std::min(kRowsPerPass, m - row);
-    const float* a_rows = transpose_a ? a + row : a + row * lda;
+    const float* a_rows = a_rows_from(transpose_a, a, lda, row);
     for (int64_t panel = 0; panel < panel_count(n); ++panel) {
       const int64_t col = panel * kPanel;
       kernel(rows, k, alpha, a_rows, lda, packed_b + panel * k * kPanel, c + row * ldc + col,
@@ -225,13 +225,6 @@ void sgemm_packed_portable(bool transpose_a, int64_t m, int64_t n, int64_t k, fl
                     n, k, alpha, a, lda, packed_b, accumulate, c, ldc);
 }
 
-bool sgemm_packed_uses_avx512() {
-#if defined(__AVX512F__)
-  return true;
-#else
-  return false;
-#endif
-}
 }  // namespace detail
 
 }  // namespace moebench

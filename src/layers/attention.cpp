@@ -3,9 +3,10 @@
 // last row, so the products cover the causal triangle plus the masked half of the diagonal
 // blocks (3/4 of the square at T = 2 blocks, about half for long sequences), and the masked
 // entries are computed and then zeroed. The products have k or n = hs, the head size (32 in
-// the quickstart), where OpenBLAS's small-matrix kernels reach 25-40 % of a core's sgemm peak:
-// they go through packed_gemm.hpp instead, the hs-wide operand (K^T, V, V^T, K, Q or dout)
-// packed per pair or block into a per-thread buffer and the square's blocks read in place.
+// the quickstart), where OpenBLAS's small-matrix kernels were slow (figures in
+// packed_gemm.hpp): they go through packed_gemm.hpp instead, the hs-wide operand (K^T, V, V^T,
+// K, Q or dout) packed per pair or block into a per-thread buffer and the square's blocks read
+// in place.
 // The pairs are the work items of one OpenMP region: each runs its products and the row-wise
 // softmax or its backward between them on one thread, so the square stays in cache. Every
 // element is computed by one thread in a fixed order: results do not depend on the thread
@@ -15,10 +16,10 @@
 #include <cstdint>
 #include <string>
 
-#include "moebench/packed_gemm.hpp"
 #include "moebench/check.hpp"
 #include "moebench/fast_exp.hpp"
 #include "moebench/layers.hpp"
+#include "moebench/packed_gemm.hpp"
 
 namespace moebench {
 namespace {
