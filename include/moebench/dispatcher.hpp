@@ -14,6 +14,12 @@
 //   forward:  pack x -> exchange (sources -> experts) -> to expert-major       (dispatch)
 //             expert-major -> exchange (experts -> sources) -> sum gate * row  (combine)
 //   backward: the same two exchanges in reverse order and direction.
+//
+// On one rank the send layout *is* the expert-major layout (one source; blocks in expert
+// order), so nothing is exchanged or reordered: rows are packed straight into the caller's
+// expert-major buffer and gathered straight from it (as Megatron-LM skips its all-to-all
+// without expert parallelism). The exchange timings stay zero; bytes_sent still counts the
+// rows, as self-sends.
 #pragma once
 
 #include <mpi.h>
@@ -66,6 +72,7 @@ class Dispatcher {
   // Forward. expert_in [N, d] expert-major (N = expert_rows()).
   void dispatch(float* expert_in, const float* x);
   // Forward. expert_out [N, d] -> y [T, d] = sum over kept (t, s) of gate * expert_out row.
+  // On one rank combine_backward reads expert_out again: it must not change in between.
   void combine(float* y, const float* expert_out);
   // Backward of combine: d_gate [T, slots] (dL/d gate, 0 where not kept) and
   // d_expert_out [N, d] (expert-major) from dy [T, d].
@@ -92,11 +99,16 @@ class Dispatcher {
  private:
   // Sends send_[send layout] along the forward (sources -> experts) or reverse direction.
   void exchange(bool forward, const float* send, float* recv, int phase);
-  // send_buffer_ (send layout) -> exchange to the experts -> expert_major [N, d].
+  void count_sent(int phase, const std::vector<int>& floats_to_peer);  // into bytes_sent_
+  // Where rows are packed in the send layout: send_buffer_, or on one rank expert_major.
+  float* send_rows(float* expert_major);
+  // send_rows(expert_major) -> exchange to the experts -> expert_major [N, d].
   void deliver_to_experts(float* expert_major, int phase);
-  // expert_major [N, d] -> exchange back to the sources -> landing (send layout).
-  void return_to_sources(float* landing, const float* expert_major, int phase);
-  void zero_padding_rows();  // padded: the rows of each expert block past its load
+  // expert_major [N, d] -> exchange back to the sources -> landing (send layout). Returns
+  // where the rows are in the send layout: landing, or on one rank expert_major itself.
+  const float* return_to_sources(float* landing, const float* expert_major, int phase);
+  // padded: zeroes the rows of each expert block past its load, in `rows` (send layout).
+  void zero_padding_rows(float* rows) const;
   // out[t] = (accumulate ? out[t] : 0) + sum over t's kept entries of w * rows[send row],
   // w = the gate (use_gates) or 1.
   void gather_to_tokens(float* out, const float* rows, bool use_gates, bool accumulate);
@@ -121,9 +133,12 @@ class Dispatcher {
   std::vector<int> block_rows_;              // [P, E_local]
   std::vector<int> count_scratch_;           // [E]
 
+  // Exchange buffers; empty on one rank.
   std::vector<float> send_buffer_;      // [send rows, d]
   std::vector<float> returned_rows_;    // [send rows, d] expert outputs back at the source
   std::vector<float> recv_buffer_;      // [expert rows, d] source-major
+  const float* returned_ = nullptr;     // combine's expert outputs, send layout: returned_rows_
+                                        // or, on one rank, the caller's expert_out
   int64_t max_send_rows_ = 0, max_expert_rows_ = 0;
 
   std::vector<std::vector<int64_t>> bytes_sent_;

@@ -105,9 +105,11 @@ void Dispatcher::reserve(const RoutingConfig& config, int max_tokens) {
     max_send_rows_ = num_experts_ * capacity;
     max_expert_rows_ = static_cast<int64_t>(size_) * local_experts_ * capacity;
   }
-  send_buffer_.assign(max_send_rows_ * d_model_, 0.0f);
-  returned_rows_.assign(max_send_rows_ * d_model_, 0.0f);
-  recv_buffer_.assign(max_expert_rows_ * d_model_, 0.0f);
+  // One rank packs into and reads from the caller's expert-major buffers (dispatcher.hpp).
+  const bool exchanging = size_ > 1;
+  send_buffer_.assign(exchanging ? max_send_rows_ * d_model_ : 0, 0.0f);
+  returned_rows_.assign(exchanging ? max_send_rows_ * d_model_ : 0, 0.0f);
+  recv_buffer_.assign(exchanging ? max_expert_rows_ * d_model_ : 0, 0.0f);
   checked_int(max_send_rows_ * d_model_, "the send buffer");
   checked_int(max_expert_rows_ * d_model_, "the receive buffer");
 }
@@ -178,8 +180,13 @@ void Dispatcher::exchange(bool forward, const float* send, float* recv, int phas
   const std::vector<int>& rd = forward ? recv_displs_ : send_displs_;
   MOEBENCH_MPI_CHECK(MPI_Alltoallv(send, sc.data(), sd.data(), MPI_FLOAT, recv, rc.data(),
                                    rd.data(), MPI_FLOAT, comm_));
+  count_sent(phase, sc);
+}
+
+void Dispatcher::count_sent(int phase, const std::vector<int>& floats_to_peer) {
   for (int p = 0; p < size_; ++p) {
-    bytes_sent_[phase][p] += static_cast<int64_t>(sc[p]) * static_cast<int64_t>(sizeof(float));
+    bytes_sent_[phase][p] +=
+        static_cast<int64_t>(floats_to_peer[p]) * static_cast<int64_t>(sizeof(float));
   }
 }
 
@@ -203,42 +210,57 @@ void Dispatcher::expert_to_source_major(float* dst, const float* src) const {
   }
 }
 
-void Dispatcher::zero_padding_rows() {
+void Dispatcher::zero_padding_rows(float* rows) const {
   if (mode_ != DispatchMode::padded) return;
   const int64_t d = d_model_;
   for (int e = 0; e < num_experts_; ++e) {
-    float* first = send_buffer_.data() + (send_expert_offset_[e] + plan_->load[e]) * d;
-    std::fill(first, send_buffer_.data() + send_expert_offset_[e + 1] * d, 0.0f);
+    float* first = rows + (send_expert_offset_[e] + plan_->load[e]) * d;
+    std::fill(first, rows + send_expert_offset_[e + 1] * d, 0.0f);
   }
 }
 
+float* Dispatcher::send_rows(float* expert_major) {
+  return size_ == 1 ? expert_major : send_buffer_.data();
+}
+
 void Dispatcher::deliver_to_experts(float* expert_major, int phase) {
+  if (size_ == 1) {  // packed in place
+    count_sent(phase, send_counts_);
+    return;
+  }
   exchange(true, send_buffer_.data(), recv_buffer_.data(), phase);
   ScopedTimer timer(timings_.permute);
   source_to_expert_major(expert_major, recv_buffer_.data());
 }
 
-void Dispatcher::return_to_sources(float* landing, const float* expert_major, int phase) {
+const float* Dispatcher::return_to_sources(float* landing, const float* expert_major,
+                                           int phase) {
+  if (size_ == 1) {  // already in the send layout
+    count_sent(phase, recv_counts_elems_);
+    return expert_major;
+  }
   {
     ScopedTimer timer(timings_.permute);
     expert_to_source_major(recv_buffer_.data(), expert_major);
   }
   exchange(false, recv_buffer_.data(), landing, phase);
+  return landing;
 }
 
 void Dispatcher::dispatch(float* expert_in, const float* x) {
   const RoutingPlan& plan = *plan_;
   const int T = plan.num_tokens, slots = plan.slots;
   const int64_t d = d_model_;
+  float* packed = send_rows(expert_in);
   {
     ScopedTimer timer(timings_.permute);
-    zero_padding_rows();
+    zero_padding_rows(packed);
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; ++t) {
       for (int s = 0; s < slots; ++s) {
         const int64_t entry = static_cast<int64_t>(t) * slots + s;
         if (!plan.kept[entry]) continue;
-        std::memcpy(send_buffer_.data() + send_row(entry) * d, x + t * d, sizeof(float) * d);
+        std::memcpy(packed + send_row(entry) * d, x + t * d, sizeof(float) * d);
       }
     }
   }
@@ -246,9 +268,9 @@ void Dispatcher::dispatch(float* expert_in, const float* x) {
 }
 
 void Dispatcher::combine(float* y, const float* expert_out) {
-  return_to_sources(returned_rows_.data(), expert_out, kCombineForward);
+  returned_ = return_to_sources(returned_rows_.data(), expert_out, kCombineForward);
   ScopedTimer timer(timings_.unpermute);
-  gather_to_tokens(y, returned_rows_.data(), /*use_gates=*/true, /*accumulate=*/false);
+  gather_to_tokens(y, returned_, /*use_gates=*/true, /*accumulate=*/false);
 }
 
 void Dispatcher::gather_to_tokens(float* out, const float* rows, bool use_gates, bool accumulate) {
@@ -273,9 +295,10 @@ void Dispatcher::combine_backward(float* d_expert_out, float* d_gate, const floa
   const RoutingPlan& plan = *plan_;
   const int T = plan.num_tokens, slots = plan.slots;
   const int64_t d = d_model_;
+  float* packed = send_rows(d_expert_out);
   {
     ScopedTimer timer(timings_.unpermute);
-    zero_padding_rows();
+    zero_padding_rows(packed);
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; ++t) {
       const float* grad = dy + t * d;
@@ -286,8 +309,8 @@ void Dispatcher::combine_backward(float* d_expert_out, float* d_gate, const floa
           continue;
         }
         const int64_t row_index = send_row(entry);
-        const float* row = returned_rows_.data() + row_index * d;
-        float* send = send_buffer_.data() + row_index * d;
+        const float* row = returned_ + row_index * d;
+        float* send = packed + row_index * d;
         const float gate = plan.gate[entry];
         float dot = 0.0f;
         for (int64_t i = 0; i < d; ++i) {
@@ -302,9 +325,9 @@ void Dispatcher::combine_backward(float* d_expert_out, float* d_gate, const floa
 }
 
 void Dispatcher::dispatch_backward(float* dx, const float* d_expert_in) {
-  return_to_sources(send_buffer_.data(), d_expert_in, kDispatchBackward);
+  const float* rows = return_to_sources(send_buffer_.data(), d_expert_in, kDispatchBackward);
   ScopedTimer timer(timings_.unpermute);
-  gather_to_tokens(dx, send_buffer_.data(), /*use_gates=*/false, /*accumulate=*/true);
+  gather_to_tokens(dx, rows, /*use_gates=*/false, /*accumulate=*/true);
 }
 
 }  // namespace moebench
