@@ -55,11 +55,19 @@ void experts_forward(float* out, ExpertActivations saved, const float* in,
                      const ExpertParams& params, const int64_t* row_offsets,
                      const ExpertShape& shape);
 
-// Gradients: d_in [N, d] is overwritten; grads are *accumulated* (+=) into `grads`.
-// d_hidden is scratch [N, h].
+// How experts_backward writes the parameter gradients.
+enum class GradWrite {
+  accumulate,  // grads += this call's gradient (the caller clears them between steps)
+  overwrite,   // grads = this call's gradient, whatever they held: no clearing pass (a step's
+               // 8 MB at the quickstart model), and an expert without rows gets zeros
+};
+
+// Gradients: d_in [N, d] is overwritten; `grads` per `write` (the same bits either way when
+// accumulating into zeros). d_hidden is scratch [N, h].
 void experts_backward(float* d_in, ExpertParams grads, float* d_hidden, const float* d_out,
                       const float* in, ExpertActivations saved, const ExpertParams& params,
-                      const int64_t* row_offsets, const ExpertShape& shape);
+                      const int64_t* row_offsets, const ExpertShape& shape,
+                      GradWrite write = GradWrite::accumulate);
 
 // Reference: plain loops, no BLAS, no threads. The fast path is tested against these.
 void experts_forward_reference(float* out, ExpertActivations saved, const float* in,
@@ -68,7 +76,8 @@ void experts_forward_reference(float* out, ExpertActivations saved, const float*
 void experts_backward_reference(float* d_in, ExpertParams grads, float* d_hidden,
                                 const float* d_out, const float* in, ExpertActivations saved,
                                 const ExpertParams& params, const int64_t* row_offsets,
-                                const ExpertShape& shape);
+                                const ExpertShape& shape,
+                                GradWrite write = GradWrite::accumulate);
 
 // GELU (tanh approximation) and its derivative, shared with the dense model.
 float gelu(float u);

@@ -66,9 +66,9 @@ class MoETransformer {
   // Forward over tokens [B, T] with targets [B, T]; returns the mean cross-entropy of this
   // rank's positions (the router losses are in aux_loss()). Collective.
   float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
-  // Gradients of mean CE + router losses, ACCUMULATED into the gradient buffers. Collective.
+  // Gradients of mean CE + router losses, written over the gradient buffers (dense and every
+  // MoE layer's): nothing needs clearing between steps. Collective.
   void backward();
-  void zero_grads();
 
   const ModelConfig& config() const { return config_; }
   float aux_loss() const;  // sum over MoE blocks of aux + z-loss of the last forward
@@ -103,9 +103,9 @@ class MoETransformer {
   std::vector<float> probs_;             // [B, T, V] softmax; dlogits after backward
   std::vector<float> losses_;            // [B, T]
   // Backward scratch shared by all blocks.
-  std::vector<float> d_stream_, d_lnf_, d_mid_, d_ln_, d_atty_;  // [B, T, C]
-  std::vector<float> d_qkv_;                                     // [B, T, 3C]
-  std::vector<float> d_hidden_;                                  // [B, T, H]
+  std::vector<float> d_stream_, d_lnf_, d_ln_, d_atty_;  // [B, T, C]
+  std::vector<float> d_qkv_;                             // [B, T, 3C]
+  std::vector<float> d_hidden_;                          // [B, T, H]
   std::vector<float> attention_scratch_;
 };
 

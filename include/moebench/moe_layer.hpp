@@ -49,7 +49,8 @@ class MoELayer {
 
   // y [T, d]; x [T, d]; token_ids [T] (hash routing; may be null otherwise). Collective.
   void forward(float* y, const float* x, const int32_t* token_ids, int num_tokens);
-  // dx [T, d] (overwritten) from dy [T, d]; parameter gradients are accumulated. Collective.
+  // dx [T, d] from dy [T, d]. Overwrites dx and the parameter gradients (router and
+  // experts): nothing needs clearing between steps. Collective.
   void backward(float* dx, const float* dy);
   // balance = bias: update the selection bias from the global demand of the last forward.
   void update_balance_bias(MPI_Comm comm);
@@ -69,7 +70,6 @@ class MoELayer {
   std::vector<float>& selection_bias() { return selection_bias_; }
   ExpertShape expert_shape() const { return expert_shape_; }
   RouterNetShape router_shape() const { return router_shape_; }
-  void zero_grads();
 
  private:
   MoELayerConfig config_;

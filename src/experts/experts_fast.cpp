@@ -11,7 +11,9 @@
 //  2. per (expert, kHiddenBlock columns of h): dW2[e][cols, :] += act^T dy,
 //     dW1[e][:, cols] += x^T dh, db1[e][cols] += column sums of dh, and (first block only)
 //     db2[e] += column sums of dy. Each weight-gradient element is one BLAS call's sum over all
-//     of the expert's rows; each bias column is summed by one thread in row order.
+//     of the expert's rows; each bias column is summed by one thread in row order. Under
+//     GradWrite::overwrite the products run with beta = 0 and the bias sums start from zero:
+//     the same bits as accumulating into cleared gradients.
 // Blocks are fixed sizes, never derived from the thread count, so results do not depend on it;
 // uneven experts (one hot, some empty) only change how many blocks there are. Nothing here
 // allocates.
@@ -214,8 +216,10 @@ void experts_forward(float* out, ExpertActivations saved, const float* in,
 
 void experts_backward(float* d_in, ExpertParams grads, float* d_hidden, const float* d_out,
                       const float* in, ExpertActivations saved, const ExpertParams& params,
-                      const int64_t* row_offsets, const ExpertShape& shape) {
+                      const int64_t* row_offsets, const ExpertShape& shape, GradWrite write) {
   detail::check_expert_arguments(row_offsets, shape);
+  const bool overwrite = write == GradWrite::overwrite;
+  const float beta = overwrite ? 0.0f : 1.0f;  // of the weight-gradient products
   const int experts = shape.num_experts;
   const int64_t d = shape.d_model;
   const int64_t h = shape.d_hidden;
@@ -246,14 +250,25 @@ void experts_backward(float* d_in, ExpertParams grads, float* d_hidden, const fl
       const int64_t cols = std::min(kHiddenBlock, h - col);
       const int64_t first = row_offsets[e];
       const int64_t rows = row_offsets[e + 1] - first;
-      if (rows == 0) continue;
       const detail::ExpertSlice g = detail::expert_slice(grads, shape, e);
+      if (overwrite) {
+        // The bias sums add into zeros; an expert without rows gets zero gradients.
+        std::fill(g.b1 + col, g.b1 + col + cols, 0.0f);
+        if (col == 0) std::fill(g.b2, g.b2 + d, 0.0f);
+        if (rows == 0) {
+          std::fill(g.w2 + col * d, g.w2 + (col + cols) * d, 0.0f);
+          for (int64_t i = 0; i < d; ++i) {
+            std::fill(g.w1 + i * h + col, g.w1 + i * h + col + cols, 0.0f);
+          }
+        }
+      }
+      if (rows == 0) continue;
       const float* x = in + first * d;                     // [rows, d]
       const float* dy = d_out + first * d;                 // [rows, d]
       const float* act = saved.hidden_act + first * h + col;  // [rows, cols] of [rows, h]
       const float* dh = d_hidden + first * h + col;           // [rows, cols] of [rows, h]
-      sgemm(true, false, cols, d, rows, 1.0f, act, h, dy, d, 1.0f, g.w2 + col * d, d);
-      sgemm(true, false, d, cols, rows, 1.0f, x, d, dh, h, 1.0f, g.w1 + col, h);
+      sgemm(true, false, cols, d, rows, 1.0f, act, h, dy, d, beta, g.w2 + col * d, d);
+      sgemm(true, false, d, cols, rows, 1.0f, x, d, dh, h, beta, g.w1 + col, h);
       add_column_sums(g.b1 + col, dh, rows, h, cols);
       if (col == 0) add_column_sums(g.b2, dy, rows, d, d);
     }

@@ -38,10 +38,14 @@ void experts_forward_reference(float* out, ExpertActivations saved, const float*
 void experts_backward_reference(float* d_in, ExpertParams grads, float* d_hidden,
                                 const float* d_out, const float* in, ExpertActivations saved,
                                 const ExpertParams& params, const int64_t* row_offsets,
-                                const ExpertShape& shape) {
+                                const ExpertShape& shape, GradWrite write) {
   detail::check_expert_arguments(row_offsets, shape);
   const int64_t d = shape.d_model;
   const int64_t h = shape.d_hidden;
+  // What a gradient element's sum starts from.
+  const auto start = [write](float old) {
+    return write == GradWrite::accumulate ? double{old} : 0.0;
+  };
   for (int e = 0; e < shape.num_experts; ++e) {
     const int64_t first = row_offsets[e];
     const int64_t last = row_offsets[e + 1];
@@ -66,20 +70,20 @@ void experts_backward_reference(float* d_in, ExpertParams grads, float* d_hidden
       }
     }
 
-    // Parameter gradients, accumulated: sums over this expert's rows.
+    // Parameter gradients: sums over this expert's rows, added to start(old value).
     for (int64_t i = 0; i < d; ++i) {        // dW1 [d, h] += in^T d_hidden
       for (int64_t j = 0; j < h; ++j) {
         double sum = 0.0;
         for (int64_t r = first; r < last; ++r) {
           sum += double{in[r * d + i]} * double{d_hidden[r * h + j]};
         }
-        g.w1[i * h + j] = static_cast<float>(double{g.w1[i * h + j]} + sum);
+        g.w1[i * h + j] = static_cast<float>(start(g.w1[i * h + j]) + sum);
       }
     }
     for (int64_t j = 0; j < h; ++j) {        // db1 [h] += column sums of d_hidden
       double sum = 0.0;
       for (int64_t r = first; r < last; ++r) sum += double{d_hidden[r * h + j]};
-      g.b1[j] = static_cast<float>(double{g.b1[j]} + sum);
+      g.b1[j] = static_cast<float>(start(g.b1[j]) + sum);
     }
     for (int64_t j = 0; j < h; ++j) {        // dW2 [h, d] += hidden_act^T d_out
       for (int64_t k = 0; k < d; ++k) {
@@ -87,13 +91,13 @@ void experts_backward_reference(float* d_in, ExpertParams grads, float* d_hidden
         for (int64_t r = first; r < last; ++r) {
           sum += double{saved.hidden_act[r * h + j]} * double{d_out[r * d + k]};
         }
-        g.w2[j * d + k] = static_cast<float>(double{g.w2[j * d + k]} + sum);
+        g.w2[j * d + k] = static_cast<float>(start(g.w2[j * d + k]) + sum);
       }
     }
     for (int64_t k = 0; k < d; ++k) {        // db2 [d] += column sums of d_out
       double sum = 0.0;
       for (int64_t r = first; r < last; ++r) sum += double{d_out[r * d + k]};
-      g.b2[k] = static_cast<float>(double{g.b2[k]} + sum);
+      g.b2[k] = static_cast<float>(start(g.b2[k]) + sum);
     }
   }
 }

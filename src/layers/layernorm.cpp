@@ -15,7 +15,9 @@ namespace {
 
 constexpr double kEps = 1e-5;
 constexpr int64_t kParallelThreshold = 32768;  // floats of work
-constexpr int64_t kColumnBlock = 256;          // columns per dweight/dbias work item
+// Columns per dweight/dbias work item: small enough that C = 128 gives two threads work (one
+// 256-column block left one thread summing all rows while the other waited).
+constexpr int64_t kColumnBlock = 64;
 
 }  // namespace
 

@@ -13,7 +13,8 @@ namespace moebench {
 namespace {
 
 constexpr int64_t kParallelThreshold = 32768;  // floats of elementwise work
-constexpr int64_t kColumnBlock = 256;          // bias-gradient columns per work item
+// Bias-gradient columns per work item: small enough that OC = 128 gives two threads work.
+constexpr int64_t kColumnBlock = 64;
 
 // sums [cols] += column sums of matrix [rows, cols]; each column summed in row order by one
 // thread.

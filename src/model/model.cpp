@@ -160,7 +160,6 @@ MoETransformer::MoETransformer(const ModelConfig& config, MPI_Comm comm, int max
   losses_.assign(N, 0.0f);
   d_stream_.assign(N * C, 0.0f);
   d_lnf_.assign(N * C, 0.0f);
-  d_mid_.assign(N * C, 0.0f);
   d_ln_.assign(N * C, 0.0f);
   d_qkv_.assign(N * 3 * C, 0.0f);
   d_atty_.assign(N * C, 0.0f);
@@ -218,6 +217,7 @@ void MoETransformer::backward() {
   float* G = dense_grads_.data();
   float* dwte = G + (wte_ - P);
   float* dwpe = G + (wpe_ - P);
+  std::fill(dense_grads_.begin(), dense_grads_.end(), 0.0f);  // the dense layers add into them
   // dlogits overwrites probs (mean CE, dloss = 1).
   crossentropy_softmax_backward(probs_.data(), probs_.data(), targets_, 1.0f, N, V);
   std::fill(d_lnf_.begin(), d_lnf_.begin() + NC, 0.0f);
@@ -237,12 +237,13 @@ void MoETransformer::backward() {
                         d_hidden_.data(), d_stream_.data(), k.ln2.data(), k.hidden_pre.data(),
                         k.hidden_act.data(), P + k.fc1_w, P + k.fc2_w, N, C, H);
     }
-    std::copy(d_stream_.begin(), d_stream_.begin() + NC, d_mid_.begin());
-    layernorm_backward(d_mid_.data(), G + k.ln2_w, G + k.ln2_b, d_ln_.data(), k.mid.data(),
+    // d_stream += LN2's part: it then holds dL/d mid. The residual's gradients are summed in
+    // place, as the stream itself is.
+    layernorm_backward(d_stream_.data(), G + k.ln2_w, G + k.ln2_b, d_ln_.data(), k.mid.data(),
                        P + k.ln2_w, k.ln2_mean.data(), k.ln2_rstd.data(), B, T, C);
     // mid = in + proj(attn(LN1(in))).
     std::fill(d_atty_.begin(), d_atty_.begin() + NC, 0.0f);
-    matmul_backward(d_atty_.data(), G + k.proj_w, G + k.proj_b, d_mid_.data(), k.atty.data(),
+    matmul_backward(d_atty_.data(), G + k.proj_w, G + k.proj_b, d_stream_.data(), k.atty.data(),
                     P + k.proj_w, N, C, C);
     std::fill(d_qkv_.begin(), d_qkv_.begin() + 3 * NC, 0.0f);
     attention_backward(d_qkv_.data(), attention_scratch_.data(), d_atty_.data(), k.qkv.data(),
@@ -250,18 +251,11 @@ void MoETransformer::backward() {
     std::fill(d_ln_.begin(), d_ln_.begin() + NC, 0.0f);
     matmul_backward(d_ln_.data(), G + k.qkv_w, G + k.qkv_b, d_qkv_.data(), k.ln1.data(),
                     P + k.qkv_w, N, C, 3 * C);
-    std::copy(d_mid_.begin(), d_mid_.begin() + NC, d_stream_.begin());
+    // d_stream += LN1's part: dL/d in.
     layernorm_backward(d_stream_.data(), G + k.ln1_w, G + k.ln1_b, d_ln_.data(), in, P + k.ln1_w,
                        k.ln1_mean.data(), k.ln1_rstd.data(), B, T, C);
   }
   encoder_backward(dwte, dwpe, d_stream_.data(), tokens_, B, T, C);
-}
-
-void MoETransformer::zero_grads() {
-  std::fill(dense_grads_.begin(), dense_grads_.end(), 0.0f);
-  for (auto& block : blocks_) {
-    if (block->moe) block->moe_layer->zero_grads();
-  }
 }
 
 float MoETransformer::aux_loss() const {

@@ -122,7 +122,7 @@ void MoELayer::backward(float* dx, const float* dy) {
                      d_hidden_.data(), d_expert_out_.data(), expert_in_.data(),
                      ExpertActivations{hidden_pre_.data(), hidden_act_.data()},
                      expert_params_view(expert_params_.data(), expert_shape_),
-                     dispatcher_.expert_row_offsets(), expert_shape_);
+                     dispatcher_.expert_row_offsets(), expert_shape_, GradWrite::overwrite);
     timings_.experts += MPI_Wtime() - start;
   }
   std::fill(dx, dx + T * d, 0.0f);
@@ -130,6 +130,7 @@ void MoELayer::backward(float* dx, const float* dy) {
   if (has_learned_router(config_.routing.router)) {
     const double start = MPI_Wtime();
     route_backward(d_logits_.data(), d_gate_.data(), plan_, config_.routing);
+    std::fill(router_grads_.begin(), router_grads_.end(), 0.0f);  // router_backward adds
     router_backward(dx, router_grads_.data(), router_scratch_.data(), d_logits_.data(), input_,
                     router_saved_.data(), router_params_.data(), T, router_shape_);
     timings_.router += MPI_Wtime() - start;
@@ -147,11 +148,6 @@ void MoELayer::update_balance_bias(MPI_Comm comm) {
 void MoELayer::reset_counters() {
   timings_ = MoELayerTimings{};
   dispatcher_.reset_counters();
-}
-
-void MoELayer::zero_grads() {
-  std::fill(router_grads_.begin(), router_grads_.end(), 0.0f);
-  std::fill(expert_grads_.begin(), expert_grads_.end(), 0.0f);
 }
 
 }  // namespace moebench

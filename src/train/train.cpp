@@ -309,7 +309,7 @@ int run_train_command(int argc, char** argv) {
     if (g.replicated) bucket_size += static_cast<int64_t>(g.grads->size());
     (g.replicated ? dense_count : expert_count_local) += static_cast<int64_t>(g.params->size());
   }
-  std::vector<float> bucket(bucket_size);
+  std::vector<float> bucket(ranks > 1 ? bucket_size : 0);  // one rank: no all-reduce
   int64_t expert_count = 0;
   MOEBENCH_MPI_CHECK(MPI_Allreduce(&expert_count_local, &expert_count, 1, MPI_INT64_T, MPI_SUM, comm));
 
@@ -535,29 +535,33 @@ int run_train_command(int argc, char** argv) {
     for (MoELayer* layer : moe) layer->reset_counters();
     const double lr = learning_rate_at(step, o.steps, o.warmup, o.lr, o.min_lr_ratio);
     dataset->train_batch(inputs.data(), targets.data(), slice, step, o.seed);
-    model.zero_grads();
     const double compute_start = MPI_Wtime();
     const float loss = model.forward(inputs.data(), targets.data(), B, T);
     const float router_loss = model.aux_loss();
     model.backward();
     const double compute_s = MPI_Wtime() - compute_start;
 
-    // One bucketed all-reduce for everything replicated, averaged over ranks.
+    // One bucketed all-reduce for everything replicated, averaged over ranks (on one rank the
+    // mean is the gradient itself: no copies).
     double t0 = MPI_Wtime();
-    int64_t offset = 0;
-    for (const ParamGroup& g : groups) {
-      if (!g.replicated) continue;
-      std::copy(g.grads->begin(), g.grads->end(), bucket.begin() + offset);
-      offset += static_cast<int64_t>(g.grads->size());
-    }
-    MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bucket.data(), static_cast<int>(bucket.size()),
-                                     MPI_FLOAT, MPI_SUM, comm));
-    offset = 0;
-    const float inv_ranks = 1.0f / static_cast<float>(ranks);
-    for (ParamGroup& g : groups) {
-      if (!g.replicated) continue;
-      for (size_t i = 0; i < g.grads->size(); ++i) (*g.grads)[i] = bucket[offset + i] * inv_ranks;
-      offset += static_cast<int64_t>(g.grads->size());
+    if (ranks > 1) {
+      int64_t offset = 0;
+      for (const ParamGroup& g : groups) {
+        if (!g.replicated) continue;
+        std::copy(g.grads->begin(), g.grads->end(), bucket.begin() + offset);
+        offset += static_cast<int64_t>(g.grads->size());
+      }
+      MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bucket.data(),
+                                       static_cast<int>(bucket.size()), MPI_FLOAT, MPI_SUM, comm));
+      offset = 0;
+      const float inv_ranks = 1.0f / static_cast<float>(ranks);
+      for (ParamGroup& g : groups) {
+        if (!g.replicated) continue;
+        for (size_t i = 0; i < g.grads->size(); ++i) {
+          (*g.grads)[i] = bucket[offset + i] * inv_ranks;
+        }
+        offset += static_cast<int64_t>(g.grads->size());
+      }
     }
     // Global gradient norm: replicated groups once, experts summed over ranks. Experts hold the
     // gradient of the sum of the ranks' mean losses; the 1 / ranks that makes it the mean is

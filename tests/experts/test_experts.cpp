@@ -112,14 +112,14 @@ void run_forward(Path path, Results& r, Problem& p) {
   }
 }
 
-void run_backward(Path path, Results& r, Problem& p) {
+void run_backward(Path path, Results& r, Problem& p, GradWrite write = GradWrite::accumulate) {
   if (path == Path::kFast) {
     experts_backward(r.d_in.data(), r.grads(), r.d_hidden.data(), p.d_out.data(), p.in.data(),
-                     r.saved(), p.params(), p.row_offsets.data(), p.shape);
+                     r.saved(), p.params(), p.row_offsets.data(), p.shape, write);
   } else {
     experts_backward_reference(r.d_in.data(), r.grads(), r.d_hidden.data(), p.d_out.data(),
                                p.in.data(), r.saved(), p.params(), p.row_offsets.data(),
-                               p.shape);
+                               p.shape, write);
   }
 }
 
@@ -446,6 +446,35 @@ TEST(ExpertsBackward, CallingTwiceDoublesParameterGradients) {
         << (path == Path::kFast ? "fast" : "reference");
     EXPECT_EQ(results.d_in, d_in_once) << (path == Path::kFast ? "fast" : "reference");
     EXPECT_GT(max_abs(once), 0.1);
+  }
+}
+
+// GradWrite::overwrite writes every gradient element whatever the buffer held (NaN here, so a
+// skipped element fails the comparison), an empty expert's as zeros, and gives the bits of
+// accumulating into zeros: the fast path's products differ only in beta, its bias sums only in
+// where they start. h = 300 spans two weight-gradient column blocks; expert 1 is empty.
+TEST(ExpertsBackward, OverwriteEqualsAccumulatingIntoZeros) {
+  for (Path path : {Path::kFast, Path::kReference}) {
+    const char* name = path == Path::kFast ? "fast" : "reference";
+    Problem problem(ExpertShape{4, 24, 300}, {9, 0, 130, 2}, 32);
+    Results accumulated(problem, std::vector<float>(problem.param_storage.size(), 0.0f));
+    Results overwritten(problem, std::vector<float>(problem.param_storage.size(), kNaN));
+    run_forward(path, accumulated, problem);
+    run_forward(path, overwritten, problem);
+    run_backward(path, accumulated, problem, GradWrite::accumulate);
+    run_backward(path, overwritten, problem, GradWrite::overwrite);
+    EXPECT_EQ(overwritten.grad_storage, accumulated.grad_storage) << name;
+    EXPECT_EQ(overwritten.d_in, accumulated.d_in) << name;
+    const ExpertParams g = overwritten.grads();
+    const ExpertShape& s = problem.shape;
+    const auto all_zero = [](const float* values, int64_t count) {
+      return std::all_of(values, values + count, [](float v) { return v == 0.0f; });
+    };
+    const int64_t dh = int64_t{s.d_model} * s.d_hidden;
+    EXPECT_TRUE(all_zero(g.w1 + dh, dh) && all_zero(g.w2 + dh, dh) &&
+                all_zero(g.b1 + s.d_hidden, s.d_hidden) && all_zero(g.b2 + s.d_model, s.d_model))
+        << name << ": the empty expert's gradients";
+    EXPECT_GT(max_abs(overwritten.grad_storage), 0.1) << name;
   }
 }
 

@@ -244,7 +244,6 @@ void export_case(const CaseOptions& o) {
     tokens[i] = static_cast<int32_t>(random_bits(data_seed, 2, i) % static_cast<uint64_t>(config.vocab));
     targets[i] = static_cast<int32_t>(random_bits(data_seed, 3, i) % static_cast<uint64_t>(config.vocab));
   }
-  model.zero_grads();
   const float loss = model.forward(tokens.data(), targets.data(), B, T);
   const float aux_loss = model.aux_loss();
   model.backward();

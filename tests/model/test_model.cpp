@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -54,7 +55,6 @@ TEST_P(ModelGradient, MatchesFiniteDifferences) {
   };
   objective();
   const RoutingPlan plan = model.moe_layers()[0]->plan();
-  model.zero_grads();
   model.backward();
   std::vector<std::vector<float>*> params = {&model.dense_params()};
   std::vector<std::vector<float>> grads = {model.dense_grads()};
@@ -103,6 +103,38 @@ INSTANTIATE_TEST_SUITE_P(Routers, ModelGradient,
                          [](const ::testing::TestParamInfo<RouterKind>& param_info) {
                            return std::string(to_string(param_info.param));
                          });
+
+// backward() writes every gradient (dense, router, experts) over what the buffers held: the
+// same step again over NaN-filled buffers gives the first run's bits. Nothing clears them between
+// training steps, so a gradient it only added to would carry NaN (or last step's values).
+TEST(Model, BackwardOverwritesEveryGradient) {
+  const int B = 2, T = 5;
+  MoETransformer model(tiny_config(RouterKind::softk), MPI_COMM_SELF, B, T);
+  std::vector<int32_t> tokens(B * T), targets(B * T);
+  for (int i = 0; i < B * T; ++i) {
+    tokens[i] = static_cast<int32_t>(random_bits(10, 2, i) % 11);
+    targets[i] = static_cast<int32_t>(random_bits(10, 3, i) % 11);
+  }
+  MoELayer& moe = *model.moe_layers()[0];
+  const auto all_grads = [&] {
+    return std::vector<std::vector<float>>{model.dense_grads(), moe.router_grads(),
+                                           moe.expert_grads()};
+  };
+  model.forward(tokens.data(), targets.data(), B, T);
+  model.backward();
+  const std::vector<std::vector<float>> first = all_grads();
+  for (std::vector<float>* g : {&model.dense_grads(), &moe.router_grads(), &moe.expert_grads()}) {
+    std::fill(g->begin(), g->end(), std::nanf(""));
+  }
+  model.forward(tokens.data(), targets.data(), B, T);  // backward consumes the probabilities
+  model.backward();
+  const std::vector<std::vector<float>> second = all_grads();
+  const char* names[] = {"dense", "router", "experts"};
+  for (size_t i = 0; i < first.size(); ++i) {
+    EXPECT_FALSE(first[i].empty()) << names[i];
+    EXPECT_EQ(second[i], first[i]) << names[i];
+  }
+}
 
 TEST(Model, HeadsMustDivideDModel) {
   ModelConfig config = tiny_config(RouterKind::softk);

@@ -38,7 +38,8 @@ void make_group(int group, std::vector<float>& x, std::vector<float>& dy, std::v
 }
 
 // Runs group(s) through a layer on `comm`; `groups` lists the groups this process routes in
-// order, and the result keeps the outputs of group `keep`.
+// order, and the result keeps the outputs of group `keep` and the parameter gradients summed
+// over the groups.
 Result run(const MoELayerConfig& config, MPI_Comm comm, const std::vector<int>& groups, int keep) {
   MoELayer layer(config, comm, kTokens);
   Result result;
@@ -55,9 +56,14 @@ Result run(const MoELayerConfig& config, MPI_Comm comm, const std::vector<int>& 
       result.y = y;
       result.dx = dx;
     }
+    // backward() overwrites the parameter gradients: sum them over the groups here.
+    const auto add = [](std::vector<float>& sum, const std::vector<float>& grads) {
+      sum.resize(grads.size(), 0.0f);
+      for (size_t i = 0; i < grads.size(); ++i) sum[i] += grads[i];
+    };
+    add(result.router_grads, layer.router_grads());
+    add(result.expert_grads, layer.expert_grads());
   }
-  result.router_grads = layer.router_grads();
-  result.expert_grads = layer.expert_grads();
   result.bytes = layer.dispatcher().bytes_sent();
   return result;
 }
