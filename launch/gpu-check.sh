@@ -4,13 +4,15 @@
 #      (library, GPU tests, GPU benchmark) with every core;
 #   2. runs the GPU tests (ctest -L gpu: every kernel against the CPU reference; MPI tests with
 #      more ranks than GPUs skip);
-#   3. runs the GPU benchmark (bench/cuda/bench_cuda.cpp) and `moebench alltoall --backend cuda`
-#      on one rank (NCCL between device buffers; every element checked);
+#   3. runs the GPU benchmark (bench/cuda/bench_cuda.cpp), `moebench alltoall --backend cuda`
+#      on one rank (NCCL between device buffers; every element checked) and `moebench capacity
+#      --backend cuda` on one rank (routing, permute and exchange on the GPU; every token
+#      checked);
 #   4. prints a short report; logs and the report go to out/gpu-check/ (OUT_DIR).
 # Exit status 0 only if the build, the tests and the benchmarks' own checks all pass.
 # Designed to finish well within 10 minutes on one H200 (16 cores): the build takes most of it.
-# Every stage has its own time limit (tests 240 s, benchmark 150 s, alltoall 90 s) and prints a
-# line when it ends, so a hang costs one stage and the rest of the report still comes out; on a
+# Every stage has its own time limit (tests 240 s, benchmark 150 s, alltoall 60 s, capacity
+# 60 s) and prints a line when it ends, so a hang costs one stage and the rest of the report still comes out; on a
 # lent machine, run it with OUT_DIR="$OUT" so that the logs come back.
 # The Debian packages of launch/setup.sh must already be installed (this script installs
 # nothing). Environment: BUILD_DIR (build-cuda), OUT_DIR (out/gpu-check),
@@ -63,11 +65,16 @@ echo "gpu-check: tests exit $test_status (${test_s} s)"
 timeout -k 10 150 "$build_dir/bench/bench_cuda" ${BENCH_ARGS:-} >"$out_dir/bench.log" 2>&1
 bench_status=$?
 echo "gpu-check: benchmark exit $bench_status"
-timeout -k 10 90 launch/mpirun.sh -np 1 "$build_dir/moebench" alltoall --backend cuda \
+timeout -k 10 60 launch/mpirun.sh -np 1 "$build_dir/moebench" alltoall --backend cuda \
   --min-bytes 1K --max-bytes 256M --iters 20 --out "$out_dir/alltoall.h5" \
   >"$out_dir/alltoall.log" 2>&1
 alltoall_status=$?
 echo "gpu-check: alltoall exit $alltoall_status"
+timeout -k 10 60 launch/mpirun.sh -np 1 "$build_dir/moebench" capacity --backend cuda \
+  --experts 64,256 --top-k 1,2 --capacity-factor 1.0,1.25 --tokens 16384 --d-model 1024 \
+  --iters 20 --out "$out_dir/capacity.h5" >"$out_dir/capacity.log" 2>&1
+capacity_status=$?
+echo "gpu-check: capacity exit $capacity_status"
 bench_s=$(( $(elapsed) - build_s - test_s ))
 
 # 4. Report.
@@ -92,14 +99,19 @@ bench_s=$(( $(elapsed) - build_s - test_s ))
   echo "## moebench alltoall --backend cuda, 1 rank (exit $alltoall_status)"
   grep -vE "^  [a-z-]+ \.\.\." "$out_dir/alltoall.log" | tail -n 40
   echo
-  if [ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ] && [ "$alltoall_status" -eq 0 ]; then
+  echo "## moebench capacity --backend cuda, 1 rank (exit $capacity_status)"
+  grep -vE "^  [a-z-]+ \.\.\." "$out_dir/capacity.log" | tail -n 20
+  echo
+  if [ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ] && [ "$alltoall_status" -eq 0 ] &&
+     [ "$capacity_status" -eq 0 ]; then
     if grep -q "Skipped" "$out_dir/ctest.log"; then
       echo "# GPU check: OK (some GPU tests skipped: see above)"
     else
       echo "# GPU check: OK"
     fi
   else
-    echo "# GPU check: FAILED (tests exit $test_status, benchmark exit $bench_status, alltoall exit $alltoall_status)"
+    echo "# GPU check: FAILED (tests exit $test_status, benchmark exit $bench_status, alltoall exit $alltoall_status, capacity exit $capacity_status)"
   fi
 } | tee "$report"
-[ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ] && [ "$alltoall_status" -eq 0 ]
+[ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ] && [ "$alltoall_status" -eq 0 ] &&
+  [ "$capacity_status" -eq 0 ]

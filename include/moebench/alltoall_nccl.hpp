@@ -12,15 +12,9 @@
 #include <string>
 
 #include "moebench/alltoall_bench.hpp"
+#include "moebench/cuda.hpp"  // cuda_backend_missing_message
 
 namespace moebench {
-
-// What --backend cuda says in a build without the CUDA backend.
-inline std::string cuda_backend_missing_message() {
-  return "--backend cuda: this moebench was built without the CUDA backend; build it with "
-         "launch/build.sh -DMOEBENCH_CUDA=ON (CUDA toolkit and NCCL, docs/cuda.md), or use "
-         "--backend cpu";
-}
 
 class NcclAlltoall {
  public:

@@ -44,6 +44,13 @@ inline Backend parse_backend(const std::string& option, const std::string& name)
   throw UsageError(message.str());
 }
 
+// What --backend cuda says in a build without the CUDA backend.
+inline std::string cuda_backend_missing_message() {
+  return "--backend cuda: this moebench was built without the CUDA backend; build it with "
+         "launch/build.sh -DMOEBENCH_CUDA=ON (CUDA toolkit and NCCL, docs/cuda.md), or use "
+         "--backend cpu";
+}
+
 // Collective over comm. Empty when every rank can have a CUDA device of its own (device =
 // rank within its node, from MPI_COMM_TYPE_SHARED; or one device per rank when a launcher
 // already restricted each rank's CUDA_VISIBLE_DEVICES to distinct devices). Otherwise the

@@ -2,7 +2,8 @@
 // iterations, each of --iters iterations does on every rank:
 //   route (timed) -> set_plan (ragged: count exchange) -> pack + dispatch exchange ->
 //   combine exchange + combine (identity experts)
-// and afterwards checks that every token came back as (sum of its kept gates) * x_t.
+// and afterwards checks that every token came back as (sum of its kept gates) * x_t. The
+// cells run here (--backend cpu) or on the GPU (CudaCapacityCells, capacity_cell.hpp).
 #include "moebench/capacity.hpp"
 
 #include <mpi.h>
@@ -12,13 +13,16 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "moebench/blas.hpp"
+#include "moebench/capacity_cell.hpp"
 #include "moebench/check.hpp"
 #include "moebench/cli.hpp"
+#include "moebench/cuda.hpp"
 #include "moebench/dispatcher.hpp"
 #include "moebench/metrics.hpp"
 #include "moebench/random.hpp"
@@ -39,6 +43,7 @@ struct CapacityOptions {
   std::vector<int> top_ks;
   RoutingConfig routing;  // router, drop policy, temperature, ... (E, k, CF set per cell)
   DispatchMode dispatch = DispatchMode::ragged;
+  Backend backend = Backend::cpu;
   SyntheticInputs inputs;  // distribution, logit std, zipf s, vocabulary, seed
   int tokens = 0;
   int d_model = 0;
@@ -68,6 +73,9 @@ po::options_description capacity_options() {
       ("ec-max-per-token", po::value<int>()->default_value(-1),
        "expert_choice: experts a token may keep (-1 = top-k, 0 = no limit)")
       ("dispatch", po::value<std::string>()->default_value("ragged"), "ragged | padded")
+      ("backend", po::value<std::string>()->default_value("cpu"),
+       "cpu | cuda: route, pack, exchange (MPI | NCCL) and combine on the CPU or on each "
+       "rank's GPU (a build with -DMOEBENCH_CUDA=ON)")
       ("tokens", po::value<int>()->default_value(4096), "tokens per rank per iteration (T)")
       ("d-model", po::value<int>()->default_value(256), "hidden size d: floats per token row")
       ("iters", po::value<int>()->default_value(200), "timed iterations per grid cell")
@@ -106,6 +114,7 @@ CapacityOptions resolve(const po::variables_map& vm, int ranks) {
   o.routing.ec_max_per_token = vm["ec-max-per-token"].as<int>();
   o.routing.balance = BalanceKind::none;  // synthetic logits: nothing to balance
   o.dispatch = parse_dispatch_mode("--dispatch", vm["dispatch"].as<std::string>());
+  o.backend = parse_backend("--backend", vm["backend"].as<std::string>());
   o.tokens = vm["tokens"].as<int>();
   o.d_model = vm["d-model"].as<int>();
   o.iters = vm["iters"].as<int>();
@@ -157,73 +166,48 @@ void make_inputs(std::vector<float>& logits, std::vector<int32_t>& ids, const Ca
   }
 }
 
-struct CellResult {
-  RoutingMetrics metrics;
-  int capacity = 0;
-  double route_s = 0.0, permute_s = 0.0, unpermute_s = 0.0, exchange_s = 0.0;  // per iteration, this rank
-  std::vector<double> bytes_to_peer;  // per iteration, this rank -> each rank
-  int64_t wrong = 0;                  // tokens that did not come back right (all ranks)
-};
-
-CellResult run_cell(const CapacityOptions& o, const RoutingConfig& config,
-                    const std::vector<float>& logits, const std::vector<int32_t>& ids,
-                    const std::vector<float>& x, MPI_Comm comm) {
-  const int T = o.tokens, E = config.num_experts;
+// One cell on the CPU: the Dispatcher over MPI, wall-clock times. plan and y receive the last
+// iteration's plan and output.
+CapacityCellResult run_cell_cpu(const CapacityCellSetup& s, MPI_Comm comm, RoutingPlan& plan,
+                                std::vector<float>& y) {
+  const RoutingConfig& config = s.config;
+  const int T = s.tokens, E = config.num_experts;
   int ranks = 1;
   MOEBENCH_MPI_CHECK(MPI_Comm_size(comm, &ranks));
-  RoutingPlan plan;
   plan.reserve(config, T);
-  Dispatcher dispatcher(comm, E, o.d_model, o.dispatch);
+  Dispatcher dispatcher(comm, E, s.d_model, s.dispatch);
   dispatcher.reserve(config, T);
-  std::vector<float> expert_rows(static_cast<size_t>(dispatcher.max_expert_rows()) * o.d_model);
-  std::vector<float> y(static_cast<size_t>(T) * o.d_model);
+  std::vector<float> expert_rows(static_cast<size_t>(dispatcher.max_expert_rows()) * s.d_model);
+  y.resize(static_cast<size_t>(T) * s.d_model);
   RoutingStats stats;
   stats.reset(E);
   const bool learned = has_learned_router(config.router);
 
   double route_seconds = 0.0;
-  for (int it = 0; it < o.warmup_iters + o.iters; ++it) {
-    if (it == o.warmup_iters) {
+  for (int it = 0; it < s.warmup_iters + s.iters; ++it) {
+    if (it == s.warmup_iters) {
       dispatcher.reset_counters();
       route_seconds = 0.0;
     }
-    const int batch = it % o.logit_batches;
-    const float* z = logits.data() + static_cast<int64_t>(batch) * T * E;
-    const int32_t* token_ids = ids.data() + static_cast<int64_t>(batch) * T;
+    const int batch = it % s.logit_batches;
+    const float* z = s.logits + static_cast<int64_t>(batch) * T * E;
+    const int32_t* token_ids = s.token_ids + static_cast<int64_t>(batch) * T;
     MOEBENCH_MPI_CHECK(MPI_Barrier(comm));
     const double start = MPI_Wtime();
     route(plan, learned ? z : nullptr, token_ids, nullptr, T, config);
     route_seconds += MPI_Wtime() - start;
     dispatcher.set_plan(plan);
-    dispatcher.dispatch(expert_rows.data(), x.data());
+    dispatcher.dispatch(expert_rows.data(), s.x);
     dispatcher.combine(y.data(), expert_rows.data());  // identity experts
-    if (it >= o.warmup_iters) routing_stats_add(stats, plan, learned ? z : nullptr, config);
+    if (it >= s.warmup_iters) routing_stats_add(stats, plan, learned ? z : nullptr, config);
   }
 
-  CellResult result;
-  result.capacity = plan.capacity;
-  // Check outside the timed loop: token t must come back as (sum of its kept gates) * x_t.
-  int64_t wrong = 0;
-  for (int t = 0; t < T; ++t) {
-    float gate_sum = 0.0f;
-    for (int s = 0; s < plan.slots; ++s) {
-      const int64_t entry = static_cast<int64_t>(t) * plan.slots + s;
-      if (plan.kept[entry]) gate_sum += plan.gate[entry];
-    }
-    for (int i = 0; i < o.d_model; ++i) {
-      const float expected = gate_sum * x[static_cast<size_t>(t) * o.d_model + i];
-      if (std::abs(y[static_cast<size_t>(t) * o.d_model + i] - expected) > 1e-5f * (1.0f + std::abs(expected))) {
-        ++wrong;
-        break;
-      }
-    }
-  }
-  MOEBENCH_MPI_CHECK(MPI_Allreduce(&wrong, &result.wrong, 1, MPI_INT64_T, MPI_SUM, comm));
-
+  CapacityCellResult result;
+  result.capacity = static_cast<int>(plan.capacity);
   routing_stats_allreduce(stats, comm);
   result.metrics = routing_metrics(stats);
   const DispatchTimings& timings = dispatcher.timings();
-  const double iters = o.iters;
+  const double iters = s.iters;
   result.route_s = route_seconds / iters;
   result.permute_s = timings.permute / iters;
   result.unpermute_s = timings.unpermute / iters;
@@ -235,6 +219,29 @@ CellResult run_cell(const CapacityOptions& o, const RoutingConfig& config,
                                                   dispatcher.bytes_sent()[kCombineForward][p]) / iters;
   }
   return result;
+}
+
+// Tokens of y [T, d] that are not (sum of their kept gates) * x_t, summed over ranks.
+int64_t wrong_tokens(const RoutingPlan& plan, const float* x, const std::vector<float>& y,
+                     int d_model, MPI_Comm comm) {
+  int64_t wrong = 0;
+  for (int t = 0; t < plan.num_tokens; ++t) {
+    float gate_sum = 0.0f;
+    for (int s = 0; s < plan.slots; ++s) {
+      const int64_t entry = static_cast<int64_t>(t) * plan.slots + s;
+      if (plan.kept[entry]) gate_sum += plan.gate[entry];
+    }
+    for (int i = 0; i < d_model; ++i) {
+      const float expected = gate_sum * x[static_cast<size_t>(t) * d_model + i];
+      if (std::abs(y[static_cast<size_t>(t) * d_model + i] - expected) > 1e-5f * (1.0f + std::abs(expected))) {
+        ++wrong;
+        break;
+      }
+    }
+  }
+  int64_t total = 0;
+  MOEBENCH_MPI_CHECK(MPI_Allreduce(&wrong, &total, 1, MPI_INT64_T, MPI_SUM, comm));
+  return total;
 }
 
 double reduce(double value, MPI_Op op, MPI_Comm comm) {
@@ -263,6 +270,23 @@ int run_capacity_command(int argc, char** argv) {
     return 0;
   }
   const CapacityOptions o = resolve(parsed.values, ranks);
+  // --backend cuda: every cell checked against what the GPU routing runs, then each rank's GPU
+  // and the NCCL communicator, before any output.
+  std::unique_ptr<CudaCapacityCells> gpu;
+  if (o.backend == Backend::cuda) {
+    for (int E : o.experts) {
+      for (int k : o.top_ks) {
+        for (double cf : o.capacity_factors) {
+          RoutingConfig cell = o.routing;
+          cell.num_experts = E;
+          cell.top_k = k;
+          cell.capacity_factor = cf;
+          CudaCapacityCells::validate(cell);
+        }
+      }
+    }
+    gpu = std::make_unique<CudaCapacityCells>(comm);
+  }
   set_compute_threads(o.threads);
   if (rank == 0) cli::print_config_table(std::cout, "capacity", parsed);
 
@@ -287,6 +311,8 @@ int run_capacity_command(int argc, char** argv) {
   const std::string group = "/bench/capacity";
   trace.set_attribute(group, "router", std::string(to_string(o.routing.router)));
   trace.set_attribute(group, "dispatch", std::string(to_string(o.dispatch)));
+  trace.set_attribute(group, "backend", std::string(to_string(o.backend)));
+  if (gpu) trace.set_attribute(group, "device", gpu->device_name());
   trace.set_attribute(group, "distribution", o.inputs.distribution);
   trace.set_attribute(group, "tokens_per_rank", static_cast<int64_t>(o.tokens));
   trace.set_attribute(group, "d_model", static_cast<int64_t>(o.d_model));
@@ -318,6 +344,10 @@ int run_capacity_command(int argc, char** argv) {
     std::printf("\n# moebench capacity: router %s, dispatch %s, %s logits, %d tokens/rank, d=%d, %d ranks, %d thread(s)/rank\n",
                 to_string(o.routing.router), to_string(o.dispatch), o.inputs.distribution.c_str(),
                 o.tokens, o.d_model, ranks, o.threads);
+    if (gpu) {
+      std::printf("# backend cuda on %s (rank 0's device): device times from CUDA events, NCCL exchanges\n",
+                  gpu->device_name().c_str());
+    }
     std::printf("# times: route = mean over ranks; exchange = slowest rank; MB_per_rank = mean sent per rank (incl. self)\n");
     table.print_header(stdout);
   }
@@ -333,8 +363,16 @@ int run_capacity_command(int argc, char** argv) {
         config.num_experts = E;
         config.top_k = k;
         config.capacity_factor = cf;
-        const CellResult cell = run_cell(o, config, logits, ids, x, comm);
-        total_wrong += cell.wrong;
+        const CapacityCellSetup setup{config,        o.dispatch,    o.tokens,
+                                      o.d_model,     o.iters,       o.warmup_iters,
+                                      o.logit_batches, logits.data(), ids.data(),
+                                      x.data()};
+        RoutingPlan last_plan;
+        std::vector<float> y;
+        const CapacityCellResult cell = gpu ? gpu->run(setup, comm, last_plan, y)
+                                            : run_cell_cpu(setup, comm, last_plan, y);
+        const int64_t wrong = wrong_tokens(last_plan, x.data(), y, o.d_model, comm);
+        total_wrong += wrong;
 
         const double route_ms = 1e3 * reduce(cell.route_s, MPI_SUM, comm) / ranks;
         const double exchange_ms = 1e3 * reduce(cell.exchange_s, MPI_MAX, comm);
@@ -355,7 +393,7 @@ int run_capacity_command(int argc, char** argv) {
             {"route_ms", route_ms}, {"pack_tokens_per_s", o.tokens / pack_s},
             {"combine_tokens_per_s", o.tokens / combine_s}, {"exchange_ms", exchange_ms},
             {"bytes_per_rank_mean", bytes_mean}, {"bytes_per_rank_max", bytes_max},
-            {"wrong", static_cast<double>(cell.wrong)}};
+            {"wrong", static_cast<double>(wrong)}};
         for (const char* name : replicated_names) {
           const double value = values.at(name);
           columns[name].append(&value);
@@ -371,7 +409,7 @@ int run_capacity_command(int argc, char** argv) {
                                  m.load_cv, m.max_load_ratio, route_ms,
                                  assignments / (route_ms * 1e-3) / 1e6, o.tokens / pack_s / 1e6,
                                  o.tokens / combine_s / 1e6, exchange_ms, bytes_mean / 1e6,
-                                 static_cast<double>(cell.wrong)});
+                                 static_cast<double>(wrong)});
         }
       }
     }

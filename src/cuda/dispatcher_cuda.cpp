@@ -41,6 +41,20 @@ CudaDispatcher::CudaDispatcher(CudaContext& context, int num_experts, int d_mode
   block_source_device_.resize(P * EL);
   block_expert_device_.resize(P * EL);
   block_rows_device_.resize(P * EL);
+  bytes_sent_.assign(kNumExchangePhases, std::vector<int64_t>(P, 0));
+}
+
+void CudaDispatcher::reset_counters() {
+  for (auto& row : bytes_sent_) std::fill(row.begin(), row.end(), 0);
+  count_bytes_sent_ = 0;
+  timings_ = DispatchTimings{};
+}
+
+void CudaDispatcher::start_timer(CUstream_st* stream) { timer_.start(stream); }
+
+void CudaDispatcher::stop_timer(CUstream_st* stream, double& sink) {
+  timer_.stop(stream);
+  sink += 1e-3 * static_cast<double>(timer_.elapsed_ms());
 }
 
 void CudaDispatcher::reserve(const RoutingConfig& config, int max_tokens) {
@@ -82,8 +96,11 @@ void CudaDispatcher::set_plan(const DeviceRoutingPlan& plan) {
   if (mode_ == DispatchMode::ragged) {
     // Counts first: global expert e = p E_local + le, so load [E] is already [P, E_local].
     context_.order_after(comm, compute);
+    start_timer(comm);
     nccl_alltoall(plan.load.data(), recv_counts_device_.data(), static_cast<size_t>(EL), ncclInt32,
                   context_.nccl(), comm);
+    stop_timer(comm, timings_.count_exchange);
+    count_bytes_sent_ += static_cast<int64_t>(P) * EL * static_cast<int64_t>(sizeof(int32_t));
     copy_to_host(recv_counts_.data(), recv_counts_device_.data(), recv_counts_.size() * sizeof(int32_t),
                  comm);
   } else {
@@ -122,7 +139,7 @@ void CudaDispatcher::set_plan(const DeviceRoutingPlan& plan) {
   copy_to_device(block_rows_device_.data(), block_rows_.data(), blocks * sizeof(int32_t), compute);
 }
 
-void CudaDispatcher::exchange(bool forward, const float* send, float* recv) {
+void CudaDispatcher::exchange(bool forward, const float* send, float* recv, int phase) {
   CUstream_st* compute = context_.compute_stream();
   CUstream_st* comm = context_.comm_stream();
   context_.order_after(comm, compute);
@@ -130,56 +147,77 @@ void CudaDispatcher::exchange(bool forward, const float* send, float* recv) {
   const std::vector<int64_t>& sd = forward ? send_displs_ : recv_displs_;
   const std::vector<int64_t>& rc = forward ? recv_counts_elems_ : send_counts_;
   const std::vector<int64_t>& rd = forward ? recv_displs_ : send_displs_;
+  start_timer(comm);
   nccl_alltoallv(send, sc.data(), sd.data(), recv, rc.data(), rd.data(), ncclFloat32,
                  context_.nccl(), comm);
+  stop_timer(comm, timings_.exchange[phase]);
   context_.order_after(compute, comm);
+  for (int p = 0; p < size_; ++p) {
+    bytes_sent_[phase][p] += sc[p] * static_cast<int64_t>(sizeof(float));
+  }
 }
 
-void CudaDispatcher::deliver_to_experts(float* expert_major) {
-  exchange(true, send_buffer_.data(), recv_buffer_.data());
+void CudaDispatcher::deliver_to_experts(float* expert_major, int phase) {
+  exchange(true, send_buffer_.data(), recv_buffer_.data(), phase);
+  CUstream_st* compute = context_.compute_stream();
+  start_timer(compute);
   cuda_copy_blocks(expert_major, recv_buffer_.data(), block_expert_device_.data(),
                    block_source_device_.data(), block_rows_device_.data(),
-                   static_cast<int>(block_rows_.size()), d_model_, context_.compute_stream());
+                   static_cast<int>(block_rows_.size()), d_model_, compute);
+  stop_timer(compute, timings_.permute);
 }
 
-void CudaDispatcher::return_to_sources(float* landing, const float* expert_major) {
+void CudaDispatcher::return_to_sources(float* landing, const float* expert_major, int phase) {
+  CUstream_st* compute = context_.compute_stream();
+  start_timer(compute);
   cuda_copy_blocks(recv_buffer_.data(), expert_major, block_source_device_.data(),
                    block_expert_device_.data(), block_rows_device_.data(),
-                   static_cast<int>(block_rows_.size()), d_model_, context_.compute_stream());
-  exchange(false, recv_buffer_.data(), landing);
+                   static_cast<int>(block_rows_.size()), d_model_, compute);
+  stop_timer(compute, timings_.permute);
+  exchange(false, recv_buffer_.data(), landing, phase);
 }
 
 void CudaDispatcher::dispatch(float* expert_in, const float* x) {
   const DeviceRoutingPlan& plan = *plan_;
   CUstream_st* compute = context_.compute_stream();
+  start_timer(compute);
   if (mode_ == DispatchMode::padded) {
     cuda_zero_padding_rows(send_buffer_.data(), plan, send_offsets_.data(), d_model_, compute);
   }
   cuda_permute(send_buffer_.data(), x, plan, send_offsets_.data(), d_model_, compute);
-  deliver_to_experts(expert_in);
+  stop_timer(compute, timings_.permute);
+  deliver_to_experts(expert_in, kDispatchForward);
 }
 
 void CudaDispatcher::combine(float* y, const float* expert_out) {
-  return_to_sources(returned_rows_.data(), expert_out);
+  return_to_sources(returned_rows_.data(), expert_out, kCombineForward);
+  CUstream_st* compute = context_.compute_stream();
+  start_timer(compute);
   cuda_gather_to_tokens(y, returned_rows_.data(), *plan_, send_offsets_.data(), d_model_,
-                        /*use_gates=*/true, /*accumulate=*/false, context_.compute_stream());
+                        /*use_gates=*/true, /*accumulate=*/false, compute);
+  stop_timer(compute, timings_.unpermute);
 }
 
 void CudaDispatcher::combine_backward(float* d_expert_out, float* d_gate, const float* dy) {
   const DeviceRoutingPlan& plan = *plan_;
   CUstream_st* compute = context_.compute_stream();
+  start_timer(compute);
   if (mode_ == DispatchMode::padded) {
     cuda_zero_padding_rows(send_buffer_.data(), plan, send_offsets_.data(), d_model_, compute);
   }
   cuda_combine_backward(send_buffer_.data(), d_gate, dy, returned_rows_.data(), plan,
                         send_offsets_.data(), d_model_, compute);
-  deliver_to_experts(d_expert_out);
+  stop_timer(compute, timings_.unpermute);
+  deliver_to_experts(d_expert_out, kCombineBackward);
 }
 
 void CudaDispatcher::dispatch_backward(float* dx, const float* d_expert_in) {
-  return_to_sources(send_buffer_.data(), d_expert_in);
+  return_to_sources(send_buffer_.data(), d_expert_in, kDispatchBackward);
+  CUstream_st* compute = context_.compute_stream();
+  start_timer(compute);
   cuda_gather_to_tokens(dx, send_buffer_.data(), *plan_, send_offsets_.data(), d_model_,
-                        /*use_gates=*/false, /*accumulate=*/true, context_.compute_stream());
+                        /*use_gates=*/false, /*accumulate=*/true, compute);
+  stop_timer(compute, timings_.unpermute);
 }
 
 }  // namespace moebench

@@ -9,6 +9,12 @@
 //
 // set_plan waits for the plan's load (a device-to-host copy) and, for ragged, for the count
 // exchange: NCCL needs the row counts on the host, as MPI_Alltoallv does.
+//
+// Timings and bytes as the CPU Dispatcher's (DispatchTimings, bytes_sent): every phase is
+// bracketed by a pair of CUDA events on the stream that runs it (permute and unpermute on the
+// compute stream, exchanges on the communication stream) and the host waits for its stop
+// event, so the figures are device time and each call returns with its work done. Unlike
+// the CPU Dispatcher, one rank still goes through NCCL (a copy to itself).
 #pragma once
 
 #include <cstdint>
@@ -43,11 +49,20 @@ class CudaDispatcher {
   int64_t max_expert_rows() const { return max_expert_rows_; }
   // Bytes of token rows sent to each rank by the last set_plan's layout, one exchange.
   const std::vector<int64_t>& send_bytes_per_peer() const { return send_bytes_; }
+  // As Dispatcher: bytes_sent()[phase][dst] summed since the last reset, and device seconds.
+  const std::vector<std::vector<int64_t>>& bytes_sent() const { return bytes_sent_; }
+  int64_t count_bytes_sent() const { return count_bytes_sent_; }
+  const DispatchTimings& timings() const { return timings_; }
+  void reset_counters();
 
  private:
-  void exchange(bool forward, const float* send, float* recv);
-  void deliver_to_experts(float* expert_major);
-  void return_to_sources(float* landing, const float* expert_major);
+  void exchange(bool forward, const float* send, float* recv, int phase);
+  void deliver_to_experts(float* expert_major, int phase);
+  void return_to_sources(float* landing, const float* expert_major, int phase);
+  // Records the start event on `stream`; stop() records the stop event there, waits for it
+  // and adds the elapsed device time to `sink`.
+  void start_timer(CUstream_st* stream);
+  void stop_timer(CUstream_st* stream, double& sink);
 
   CudaContext& context_;
   int rank_ = 0, size_ = 1;
@@ -75,6 +90,11 @@ class CudaDispatcher {
   DeviceArray<float> returned_rows_;        // [send rows, d]
   DeviceArray<float> recv_buffer_;          // [expert rows, d] source-major
   int64_t max_send_rows_ = 0, max_expert_rows_ = 0;
+
+  CudaEventTimer timer_;
+  DispatchTimings timings_;
+  std::vector<std::vector<int64_t>> bytes_sent_;  // [phase][P]
+  int64_t count_bytes_sent_ = 0;
 };
 
 }  // namespace moebench

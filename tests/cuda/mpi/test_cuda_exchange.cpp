@@ -225,6 +225,19 @@ void expect_pass_matches_cpu(const RoutingConfig& config, DispatchMode mode, int
                        test::max_abs(expert_out.data(), expert_out.size());
   EXPECT_LE(test::max_abs_diff(got_d_gate.data(), cpu_d_gate.data(), cpu_d_gate.size()), bound)
       << "d_gate";
+  // Counters, summed over the passes so far: the CPU dispatcher's bytes per phase and peer,
+  // and device time in every phase.
+  EXPECT_EQ(gpu.bytes_sent(), cpu.bytes_sent());
+  EXPECT_EQ(gpu.count_bytes_sent(), cpu.count_bytes_sent());
+  const DispatchTimings& timings = gpu.timings();
+  EXPECT_GT(timings.permute, 0.0);
+  EXPECT_GT(timings.unpermute, 0.0);
+  for (int phase = 0; phase < kNumExchangePhases; ++phase) {
+    EXPECT_GT(timings.exchange[phase], 0.0) << exchange_phase_name(phase);
+  }
+  if (mode == DispatchMode::ragged) {
+    EXPECT_GT(timings.count_exchange, 0.0);
+  }
   std::printf("  rank %d %s %s d=%d pass %d: %lld expert rows\n", rank, to_string(config.router),
               to_string(mode), d, pass, static_cast<long long>(N));
 }
