@@ -10,6 +10,10 @@
 
 namespace moebench {
 
+namespace {
+constexpr int kTokenBlock = 256;  // tokens per partial sum of routing_stats_add
+}  // namespace
+
 void RoutingStats::reset(int num_experts) {
   *this = RoutingStats{};
   demand.assign(num_experts, 0);
@@ -36,50 +40,63 @@ void routing_stats_add(RoutingStats& stats, const RoutingPlan& plan, const float
   // a token's experts are those it kept.
   const bool token_choice = is_token_choice(config.router);
 
+  // Tokens in fixed blocks: each block summed in token order, the block sums added in block
+  // order (the ordered clause), so the sums do not depend on the thread count.
+  const int blocks = (T + kTokenBlock - 1) / kTokenBlock;
   int64_t without_slot = 0;
   double router_entropy = 0.0, gate_entropy = 0.0, topk_prob = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : without_slot, router_entropy, gate_entropy, topk_prob)
-  for (int t = 0; t < T; ++t) {
-    const int64_t base = static_cast<int64_t>(t) * slots;
-    double gate_sum = 0.0;
-    int kept = 0;
-    for (int s = 0; s < slots; ++s) {
-      if (plan.kept[base + s]) {
-        gate_sum += plan.gate[base + s];
-        ++kept;
-      }
-    }
-    if (kept == 0) {
-      ++without_slot;
-    } else if (gate_sum > 0.0) {
-      double h = 0.0;
+#pragma omp parallel for ordered schedule(static, 1) reduction(+ : without_slot)
+  for (int block = 0; block < blocks; ++block) {
+    double block_router = 0.0, block_gate = 0.0, block_topk = 0.0;
+    const int last = std::min(T, (block + 1) * kTokenBlock);
+    for (int t = block * kTokenBlock; t < last; ++t) {
+      const int64_t base = static_cast<int64_t>(t) * slots;
+      double gate_sum = 0.0;
+      int kept = 0;
       for (int s = 0; s < slots; ++s) {
-        if (!plan.kept[base + s]) continue;
-        const double q = plan.gate[base + s] / gate_sum;
-        if (q > 0.0) h -= q * std::log(q);
+        if (plan.kept[base + s]) {
+          gate_sum += plan.gate[base + s];
+          ++kept;
+        }
       }
-      gate_entropy += h;
-    }
-    if (logits != nullptr && has_learned_router(config.router)) {
-      // Softmax of the row via fast_exp into a per-thread scratch row (allocated once).
-      thread_local std::vector<float> weights;
-      weights.resize(E);
-      const float* z = logits + static_cast<int64_t>(t) * E;
-      const float max_z = row_max(z, E);
-      fast_exp_shifted(weights.data(), z, max_z, E);
-      const double sum = row_sum(weights.data(), E);
-      float weighted_lanes = 0.0f;  // sum_e w_e (z_e - max z); vectorises as a float reduction
+      if (kept == 0) {
+        ++without_slot;
+      } else if (gate_sum > 0.0) {
+        double h = 0.0;
+        for (int s = 0; s < slots; ++s) {
+          if (!plan.kept[base + s]) continue;
+          const double q = plan.gate[base + s] / gate_sum;
+          if (q > 0.0) h -= q * std::log(q);
+        }
+        block_gate += h;
+      }
+      if (logits != nullptr && has_learned_router(config.router)) {
+        // Softmax of the row via fast_exp into a per-thread scratch row (allocated once).
+        thread_local std::vector<float> weights;
+        weights.resize(E);
+        const float* z = logits + static_cast<int64_t>(t) * E;
+        const float max_z = row_max(z, E);
+        fast_exp_shifted(weights.data(), z, max_z, E);
+        const double sum = row_sum(weights.data(), E);
+        float weighted_lanes = 0.0f;  // sum_e w_e (z_e - max z); vectorises as a float reduction
 #pragma omp simd reduction(+ : weighted_lanes)
-      for (int e = 0; e < E; ++e) weighted_lanes += weights[e] * (z[e] - max_z);
-      const double weighted = weighted_lanes;
-      // H(p) = log sum - sum_e p_e x_e with x = z - max z
-      router_entropy += std::log(sum) - weighted / sum;
-      double mass = 0.0;
-      for (int s = 0; s < slots; ++s) {
-        const int e = plan.expert[base + s];
-        if (e >= 0 && (token_choice || plan.kept[base + s])) mass += weights[e];
+        for (int e = 0; e < E; ++e) weighted_lanes += weights[e] * (z[e] - max_z);
+        const double weighted = weighted_lanes;
+        // H(p) = log sum - sum_e p_e x_e with x = z - max z
+        block_router += std::log(sum) - weighted / sum;
+        double mass = 0.0;
+        for (int s = 0; s < slots; ++s) {
+          const int e = plan.expert[base + s];
+          if (e >= 0 && (token_choice || plan.kept[base + s])) mass += weights[e];
+        }
+        block_topk += mass / sum;
       }
-      topk_prob += mass / sum;
+    }
+#pragma omp ordered
+    {
+      router_entropy += block_router;
+      gate_entropy += block_gate;
+      topk_prob += block_topk;
     }
   }
   stats.tokens_without_slot += without_slot;
