@@ -51,7 +51,8 @@ struct DeviceRoutingPlan {
   DeviceArray<int32_t> demand;    // [E]
   DeviceArray<int32_t> load;      // [E]
   DeviceArray<float> probs;       // [T, E]  softmax(z) (when the configuration needs it)
-  DeviceArray<float> logsumexp;   // [T]
+  DeviceArray<float> logsumexp;   // [T]     (likewise)
+  bool has_probabilities = false;  // whether the last cuda_route wrote probs and logsumexp
   DeviceArray<float> losses;      // [2]  aux_loss, z_loss
 
   // Scratch, sized by reserve().
@@ -74,7 +75,8 @@ void cuda_route(DeviceRoutingPlan& plan, const float* logits, const int32_t* tok
                 CUstream_st* stream);
 
 // Copies the plan into a host RoutingPlan that reserve()d at least plan.num_tokens tokens
-// under the same configuration (counts widened to int64). Waits for `stream`.
+// under the same configuration (counts widened to int64); probs and logsumexp only when the
+// routing computed them (as route() leaves them alone otherwise). Waits for `stream`.
 void download_plan(RoutingPlan& host, const DeviceRoutingPlan& plan, CUstream_st* stream);
 
 // Linear router: logits [T, E] = x [T, d] W [d, E] (row-major, as router_forward for

@@ -620,6 +620,7 @@ void cuda_route(DeviceRoutingPlan& plan, const float* logits, const int32_t* tok
                  "hash routing needs token ids; learned routers need logits");
   plan.num_tokens = num_tokens;
   plan.capacity = expert_capacity(config, num_tokens);
+  plan.has_probabilities = needs_probabilities(config);
   const int T = num_tokens, E = config.num_experts;
   fill_zero(plan.losses.data(), plan.losses.bytes(), stream);
   if (T == 0) {
@@ -691,10 +692,12 @@ void download_plan(RoutingPlan& host, const DeviceRoutingPlan& plan, CUstream_st
   std::copy(counts.begin(), counts.end(), host.demand.begin());
   copy_to_host(counts.data(), plan.load.data(), counts.size() * sizeof(int32_t), stream);
   std::copy(counts.begin(), counts.end(), host.load.begin());
-  copy_to_host(host.probs.data(), plan.probs.data(),
-               static_cast<size_t>(T) * static_cast<size_t>(E) * sizeof(float), stream);
-  copy_to_host(host.logsumexp.data(), plan.logsumexp.data(), static_cast<size_t>(T) * sizeof(float),
-               stream);
+  if (plan.has_probabilities) {
+    copy_to_host(host.probs.data(), plan.probs.data(),
+                 static_cast<size_t>(T) * static_cast<size_t>(E) * sizeof(float), stream);
+    copy_to_host(host.logsumexp.data(), plan.logsumexp.data(),
+                 static_cast<size_t>(T) * sizeof(float), stream);
+  }
   float losses[2] = {0.0f, 0.0f};
   copy_to_host(losses, plan.losses.data(), sizeof(losses), stream);
   host.aux_loss = losses[0];
