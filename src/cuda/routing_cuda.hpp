@@ -23,7 +23,8 @@
 // Floating-point results (p, logsumexp, gates, aux and z losses) agree within ~1e-6.
 //
 // Not on the GPU yet: --drop-policy prob (its order depends on p to the last bit, see above)
-// and top-k above kMaxGpuTopK; cuda_route rejects them with a UsageError.
+// and top-k above kMaxGpuTopK; cuda_route rejects them with a UsageError. The backward pass
+// (cuda_route_backward) follows route_backward.
 #pragma once
 
 #include <cstdint>
@@ -78,6 +79,14 @@ void cuda_route(DeviceRoutingPlan& plan, const float* logits, const int32_t* tok
 // under the same configuration (counts widened to int64); probs and logsumexp only when the
 // routing computed them (as route() leaves them alone otherwise). Waits for `stream`.
 void download_plan(RoutingPlan& host, const DeviceRoutingPlan& plan, CUstream_st* stream);
+
+// The backward pass of the plan of the last cuda_route under `config` (routing.hpp's
+// route_backward): d_logits [T, E] (overwritten) from d_gate [T, slots] (dL/d gate, 0 where
+// not kept), including the aux and z losses' gradients. Learned routers only. One thread per
+// token in route_backward's order of operations; the results agree with the CPU's within the
+// plans' own differences (gates and p, a few 1e-7). Device pointers; asynchronous on `stream`.
+void cuda_route_backward(float* d_logits, const float* d_gate, const DeviceRoutingPlan& plan,
+                         const RoutingConfig& config, CUstream_st* stream);
 
 // Linear router: logits [T, E] = x [T, d] W [d, E] (row-major, as router_forward for
 // RouterArch::linear), one cuBLAS sgemm on the handle's stream.

@@ -563,6 +563,68 @@ void select_token_choice(DeviceRoutingPlan& plan, const float* logits, const flo
   }
 }
 
+
+// route_backward (routing.cpp), one thread per token, in the CPU's order of operations: dz of
+// the gates (through p for top1's soft gates and expert choice, through the softmax over the
+// selected logits for softk), of the aux loss (through p) and of the z-loss.
+struct RouteBackwardParams {
+  bool gate_is_prob = false, aux = false, softk = false, renorm = false, z_loss = false;
+  double aux_scale = 0.0;  // alpha E / (T k T)
+  float temperature = 1.0f, z_loss_coeff = 0.0f;
+};
+
+__global__ void route_backward_kernel(float* d_logits, const float* d_gate, const int32_t* expert,
+                                      const uint8_t* kept, const float* gate, const float* probs,
+                                      const float* logsumexp, const int32_t* demand, int T, int E,
+                                      int slots, RouteBackwardParams params) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= T) return;
+  float* dz = d_logits + static_cast<int64_t>(t) * E;
+  for (int e = 0; e < E; ++e) dz[e] = 0.0f;
+  const int64_t base = static_cast<int64_t>(t) * slots;
+  const float* p = probs + static_cast<int64_t>(t) * E;
+  if (params.gate_is_prob || params.aux) {
+    // dz_j = p_j (dp_j - sum_e p_e dp_e); the dot product in double.
+    double dot = 0.0;
+    if (params.aux) {
+      for (int e = 0; e < E; ++e) dot += p[e] * (params.aux_scale * static_cast<double>(demand[e]));
+    }
+    if (params.gate_is_prob) {
+      for (int s = 0; s < slots; ++s) {
+        if (kept[base + s]) dot += static_cast<double>(p[expert[base + s]]) * d_gate[base + s];
+      }
+    }
+    for (int e = 0; e < E; ++e) {
+      const double dp = params.aux_scale * static_cast<double>(demand[e]);
+      dz[e] = static_cast<float>(p[e] * (dp - dot));
+    }
+    if (params.gate_is_prob) {
+      for (int s = 0; s < slots; ++s) {
+        if (kept[base + s]) dz[expert[base + s]] += p[expert[base + s]] * d_gate[base + s];
+      }
+    }
+  }
+  if (params.softk) {
+    // dz_i = w_i (dw_i - sum_j w_j dw_j) / tau over the selected (or, renormalised, kept)
+    // entries; dw = 0 where not kept.
+    double dot = 0.0;
+    for (int s = 0; s < slots; ++s) {
+      if (kept[base + s]) dot += static_cast<double>(gate[base + s]) * d_gate[base + s];
+    }
+    for (int s = 0; s < slots; ++s) {
+      const int e = expert[base + s];
+      if (e < 0 || (params.renorm && !kept[base + s])) continue;
+      const double dw = kept[base + s] ? d_gate[base + s] : 0.0;
+      dz[e] += static_cast<float>(gate[base + s] * (dw - dot) / params.temperature);
+    }
+  }
+  if (params.z_loss) {
+    // d/dz_j of beta mean_t lse_t^2 = beta 2 lse_t p_j / T
+    const float scale = params.z_loss_coeff * 2.0f * logsumexp[t] / static_cast<float>(T);
+    for (int e = 0; e < E; ++e) dz[e] += scale * p[e];
+  }
+}
+
 }  // namespace
 
 void validate_gpu_routing_config(const RoutingConfig& config) {
@@ -714,6 +776,35 @@ void cuda_router_logits_linear(cublasContext* blas, float* logits, const float* 
   MOEBENCH_CUBLAS_CHECK(cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, num_experts, num_tokens,
                                     d_model, &one, weight, num_experts, x, d_model, &zero, logits,
                                     num_experts));
+}
+
+
+void cuda_route_backward(float* d_logits, const float* d_gate, const DeviceRoutingPlan& plan,
+                         const RoutingConfig& config, CUstream_st* stream) {
+  MOEBENCH_CHECK(has_learned_router(config.router),
+                 "cuda_route_backward: hash routing has no logits to differentiate");
+  MOEBENCH_CHECK(plan.num_experts == config.num_experts && plan.slots == plan_slots(config),
+                 "cuda_route_backward: the plan was routed under another configuration");
+  const int T = plan.num_tokens, E = plan.num_experts;
+  if (T == 0) return;
+  RouteBackwardParams params;
+  params.gate_is_prob = (config.router == RouterKind::top1 && !config.hard_gates) ||
+                        config.router == RouterKind::expert_choice;
+  params.aux = config.balance == BalanceKind::aux;
+  params.softk = config.router == RouterKind::softk;
+  params.renorm = config.renorm_after_drop;
+  params.z_loss = config.z_loss_coeff > 0.0f;
+  params.aux_scale = params.aux ? static_cast<double>(config.aux_loss_coeff) * E /
+                                      (static_cast<double>(T) * config.top_k * T)
+                                : 0.0;
+  params.temperature = config.temperature;
+  params.z_loss_coeff = config.z_loss_coeff;
+  MOEBENCH_CHECK(!(params.gate_is_prob || params.aux || params.z_loss) || plan.has_probabilities,
+                 "cuda_route_backward: the plan carries no probabilities for this configuration");
+  route_backward_kernel<<<blocks_for(T, kBlock), kBlock, 0, stream>>>(
+      d_logits, d_gate, plan.expert.data(), plan.kept.data(), plan.gate.data(), plan.probs.data(),
+      plan.logsumexp.data(), plan.demand.data(), T, E, plan.slots, params);
+  MOEBENCH_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace moebench
