@@ -40,6 +40,26 @@ struct CapacityCellResult {
   std::vector<double> bytes_to_peer;  // per iteration, this rank -> each rank
 };
 
+// Fills the per-iteration times and bytes of `result` from a dispatcher's counters over
+// `iters` timed iterations (either backend's: DispatchTimings, bytes_sent()[phase][peer]):
+// exchange = count exchange + dispatch and combine exchanges; bytes = dispatch + combine.
+inline void set_dispatch_results(CapacityCellResult& result, double route_seconds,
+                                 const DispatchTimings& timings,
+                                 const std::vector<std::vector<int64_t>>& bytes_sent, int iters) {
+  const double n = iters;
+  result.route_s = route_seconds / n;
+  result.permute_s = timings.permute / n;
+  result.unpermute_s = timings.unpermute / n;
+  result.exchange_s = (timings.count_exchange + timings.exchange[kDispatchForward] +
+                       timings.exchange[kCombineForward]) / n;
+  const size_t ranks = bytes_sent[kDispatchForward].size();
+  result.bytes_to_peer.assign(ranks, 0.0);
+  for (size_t p = 0; p < ranks; ++p) {
+    result.bytes_to_peer[p] =
+        static_cast<double>(bytes_sent[kDispatchForward][p] + bytes_sent[kCombineForward][p]) / n;
+  }
+}
+
 // `--backend cuda`: cells on this rank's GPU (CudaContext: device = rank within its node,
 // NCCL between the ranks), the inputs copied to the device once per cell and every phase
 // timed by CUDA events (CudaDispatcher). Defined in src/cuda/capacity_cuda.cpp; in a build

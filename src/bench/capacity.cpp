@@ -95,6 +95,26 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw UsageError(message);
 }
 
+// The routing configuration of grid cell (E, k, cf).
+RoutingConfig cell_config(const RoutingConfig& base, int E, int k, double cf) {
+  RoutingConfig cell = base;
+  cell.num_experts = E;
+  cell.top_k = k;
+  cell.capacity_factor = cf;
+  return cell;
+}
+
+// Every cell's configuration, in the grid's order: experts (outer) x top-k x CF (inner).
+std::vector<RoutingConfig> cell_configs(const CapacityOptions& o) {
+  std::vector<RoutingConfig> cells;
+  for (int E : o.experts) {
+    for (int k : o.top_ks) {
+      for (double cf : o.capacity_factors) cells.push_back(cell_config(o.routing, E, k, cf));
+    }
+  }
+  return cells;
+}
+
 CapacityOptions resolve(const po::variables_map& vm, int ranks) {
   CapacityOptions o;
   o.capacity_factors = cli::parse_double_list("--capacity-factor", vm["capacity-factor"].as<std::string>());
@@ -138,17 +158,7 @@ CapacityOptions resolve(const po::variables_map& vm, int ranks) {
     require(E % ranks == 0, text.str());
   }
   // Validate every cell before anything runs, so bad input fails before any output.
-  for (int E : o.experts) {
-    for (int k : o.top_ks) {
-      for (double cf : o.capacity_factors) {
-        RoutingConfig cell = o.routing;
-        cell.num_experts = E;
-        cell.top_k = k;
-        cell.capacity_factor = cf;
-        validate_routing_config(cell);
-      }
-    }
-  }
+  for (const RoutingConfig& cell : cell_configs(o)) validate_routing_config(cell);
   return o;
 }
 
@@ -172,8 +182,6 @@ CapacityCellResult run_cell_cpu(const CapacityCellSetup& s, MPI_Comm comm, Routi
                                 std::vector<float>& y) {
   const RoutingConfig& config = s.config;
   const int T = s.tokens, E = config.num_experts;
-  int ranks = 1;
-  MOEBENCH_MPI_CHECK(MPI_Comm_size(comm, &ranks));
   plan.reserve(config, T);
   Dispatcher dispatcher(comm, E, s.d_model, s.dispatch);
   dispatcher.reserve(config, T);
@@ -206,18 +214,8 @@ CapacityCellResult run_cell_cpu(const CapacityCellSetup& s, MPI_Comm comm, Routi
   result.capacity = static_cast<int>(plan.capacity);
   routing_stats_allreduce(stats, comm);
   result.metrics = routing_metrics(stats);
-  const DispatchTimings& timings = dispatcher.timings();
-  const double iters = s.iters;
-  result.route_s = route_seconds / iters;
-  result.permute_s = timings.permute / iters;
-  result.unpermute_s = timings.unpermute / iters;
-  result.exchange_s = (timings.count_exchange + timings.exchange[kDispatchForward] +
-                       timings.exchange[kCombineForward]) / iters;
-  result.bytes_to_peer.assign(ranks, 0.0);
-  for (int p = 0; p < ranks; ++p) {
-    result.bytes_to_peer[p] = static_cast<double>(dispatcher.bytes_sent()[kDispatchForward][p] +
-                                                  dispatcher.bytes_sent()[kCombineForward][p]) / iters;
-  }
+  set_dispatch_results(result, route_seconds, dispatcher.timings(), dispatcher.bytes_sent(),
+                       s.iters);
   return result;
 }
 
@@ -274,17 +272,7 @@ int run_capacity_command(int argc, char** argv) {
   // and the NCCL communicator, before any output.
   std::unique_ptr<CudaCapacityCells> gpu;
   if (o.backend == Backend::cuda) {
-    for (int E : o.experts) {
-      for (int k : o.top_ks) {
-        for (double cf : o.capacity_factors) {
-          RoutingConfig cell = o.routing;
-          cell.num_experts = E;
-          cell.top_k = k;
-          cell.capacity_factor = cf;
-          CudaCapacityCells::validate(cell);
-        }
-      }
-    }
+    for (const RoutingConfig& cell : cell_configs(o)) CudaCapacityCells::validate(cell);
     gpu = std::make_unique<CudaCapacityCells>(comm);
   }
   set_compute_threads(o.threads);
@@ -359,13 +347,15 @@ int run_capacity_command(int argc, char** argv) {
     make_inputs(logits, ids, o, E, rank);
     for (int k : o.top_ks) {
       for (double cf : o.capacity_factors) {
-        RoutingConfig config = o.routing;
-        config.num_experts = E;
-        config.top_k = k;
-        config.capacity_factor = cf;
-        const CapacityCellSetup setup{config,        o.dispatch,    o.tokens,
-                                      o.d_model,     o.iters,       o.warmup_iters,
-                                      o.logit_batches, logits.data(), ids.data(),
+        const CapacityCellSetup setup{cell_config(o.routing, E, k, cf),
+                                      o.dispatch,
+                                      o.tokens,
+                                      o.d_model,
+                                      o.iters,
+                                      o.warmup_iters,
+                                      o.logit_batches,
+                                      logits.data(),
+                                      ids.data(),
                                       x.data()};
         RoutingPlan last_plan;
         std::vector<float> y;

@@ -86,19 +86,8 @@ CapacityCellResult CudaCapacityCells::run(const CapacityCellSetup& s, MPI_Comm c
   result.capacity = plan.capacity;
   routing_stats_allreduce(stats, comm);
   result.metrics = routing_metrics(stats);
-  const DispatchTimings& timings = dispatcher.timings();
-  const double iters = s.iters;
-  result.route_s = route_seconds / iters;
-  result.permute_s = timings.permute / iters;
-  result.unpermute_s = timings.unpermute / iters;
-  result.exchange_s = (timings.count_exchange + timings.exchange[kDispatchForward] +
-                       timings.exchange[kCombineForward]) / iters;
-  const int ranks = context.size();
-  result.bytes_to_peer.assign(ranks, 0.0);
-  for (int p = 0; p < ranks; ++p) {
-    result.bytes_to_peer[p] = static_cast<double>(dispatcher.bytes_sent()[kDispatchForward][p] +
-                                                  dispatcher.bytes_sent()[kCombineForward][p]) / iters;
-  }
+  set_dispatch_results(result, route_seconds, dispatcher.timings(), dispatcher.bytes_sent(),
+                       s.iters);
   return result;
 }
 

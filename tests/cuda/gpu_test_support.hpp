@@ -23,6 +23,7 @@
 
 #include "moebench/check.hpp"
 #include "moebench/cuda.hpp"
+#include "moebench/routing.hpp"
 
 namespace moebench::test {
 
@@ -97,6 +98,17 @@ inline bool register_gpu_environment() {
   (void)context
 
 namespace moebench::test {
+
+// A routing configuration without balancing: router, E, k, capacity factor.
+inline RoutingConfig make_config(RouterKind router, int E, int k, double cf) {
+  RoutingConfig config;
+  config.router = router;
+  config.num_experts = E;
+  config.top_k = k;
+  config.capacity_factor = cf;
+  config.balance = BalanceKind::none;
+  return config;
+}
 
 template <typename T>
 DeviceArray<T> to_device(const std::vector<T>& host, CUstream_st* stream) {

@@ -21,17 +21,9 @@
 namespace moebench {
 namespace {
 
-const bool registered = test::register_gpu_environment();
+using test::make_config;
 
-RoutingConfig make_config(RouterKind router, int E, int k, double cf) {
-  RoutingConfig config;
-  config.router = router;
-  config.num_experts = E;
-  config.top_k = k;
-  config.capacity_factor = cf;
-  config.balance = BalanceKind::none;
-  return config;
-}
+const bool registered = test::register_gpu_environment();
 
 std::vector<float> normal(size_t count, uint64_t stream, double stddev) {
   std::vector<float> values(count);

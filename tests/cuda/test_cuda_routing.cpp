@@ -20,6 +20,8 @@
 namespace moebench {
 namespace {
 
+using test::make_config;
+
 const bool registered = test::register_gpu_environment();
 
 // Gates and p lie in [0, 1]. The GPU's expf is within 2 ulp and the CPU's fast_exp within
@@ -46,16 +48,6 @@ struct Case {
   std::vector<int32_t> token_ids;     // [T] (hash)
   std::vector<float> selection_bias;  // [E] (balance = bias)
 };
-
-RoutingConfig make_config(RouterKind router, int E, int k, double cf) {
-  RoutingConfig config;
-  config.router = router;
-  config.num_experts = E;
-  config.top_k = k;
-  config.capacity_factor = cf;
-  config.balance = BalanceKind::none;
-  return config;
-}
 
 // The larger of two differences, NaN winning: std::max(d, NaN) returns d, so a NaN gate or
 // logsumexp would pass a tolerance check.
