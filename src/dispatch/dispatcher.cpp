@@ -123,6 +123,7 @@ void Dispatcher::reset_counters() {
 void Dispatcher::set_plan(const RoutingPlan& plan) {
   MOEBENCH_CHECK(plan.num_experts == num_experts_, "plan and dispatcher disagree on E");
   plan_ = &plan;
+  returned_ = nullptr;  // combine() of this plan sets it
   const int P = size_, EL = local_experts_;
   const int64_t C = plan.capacity;
   for (int e = 0; e < num_experts_; ++e) {
@@ -292,6 +293,7 @@ void Dispatcher::gather_to_tokens(float* out, const float* rows, bool use_gates,
 }
 
 void Dispatcher::combine_backward(float* d_expert_out, float* d_gate, const float* dy) {
+  MOEBENCH_CHECK(returned_ != nullptr, "Dispatcher: combine_backward before combine of this plan");
   const RoutingPlan& plan = *plan_;
   const int T = plan.num_tokens, slots = plan.slots;
   const int64_t d = d_model_;

@@ -8,8 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "moebench/check.hpp"
+#include "moebench/dispatcher.hpp"
 #include "moebench/moe_layer.hpp"
 #include "moebench/random.hpp"
+#include "moebench/routing.hpp"
 
 namespace moebench {
 namespace {
@@ -196,6 +199,34 @@ TEST(LayerRouter, HashRoutingHasNoRouterParameters) {
     layer.backward(dx.data(), y.data());
     EXPECT_TRUE(std::all_of(dx.begin(), dx.end(), [](float v) { return std::isfinite(v); }));
   }
+}
+
+// combine_backward reads the rows combine() returned for the current plan (on one rank, the
+// caller's expert_out itself): before that combine it refuses instead of reading nothing.
+TEST(LayerDispatcher, CombineBackwardNeedsCombineOfThePlan) {
+  RoutingConfig config;
+  config.router = RouterKind::topk_hard;
+  config.num_experts = 4;
+  config.top_k = 1;
+  config.capacity_factor = 1.0;
+  const int T = 4, d = 2;
+  const std::vector<float> logits = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+  RoutingPlan plan;
+  plan.reserve(config, T);
+  route(plan, logits.data(), nullptr, nullptr, T, config);
+  Dispatcher dispatcher(MPI_COMM_SELF, config.num_experts, d, DispatchMode::ragged);
+  dispatcher.reserve(config, T);
+  std::vector<float> x(T * d, 1.0f), y(T * d), dy(T * d, 1.0f), d_gate(T * plan.slots);
+  std::vector<float> rows(static_cast<size_t>(dispatcher.max_expert_rows()) * d);
+  std::vector<float> d_rows(rows.size());
+  dispatcher.set_plan(plan);
+  EXPECT_THROW(dispatcher.combine_backward(d_rows.data(), d_gate.data(), dy.data()), Error);
+  dispatcher.dispatch(rows.data(), x.data());
+  dispatcher.combine(y.data(), rows.data());
+  EXPECT_NO_THROW(dispatcher.combine_backward(d_rows.data(), d_gate.data(), dy.data()));
+  EXPECT_EQ(d_gate, std::vector<float>(T, 2.0f));  // dy . expert_out row = 1 + 1 per token
+  dispatcher.set_plan(plan);  // a new plan: its combine has not run
+  EXPECT_THROW(dispatcher.combine_backward(d_rows.data(), d_gate.data(), dy.data()), Error);
 }
 
 }  // namespace
