@@ -121,11 +121,29 @@ TEST(CudaRouteBackward, MatchesCpuForEveryLearnedRouter) {
   expect_backward_matches_cpu("softk T0", make_config(RouterKind::softk, 8, 2, 1.0), 0, context);
 }
 
-// Hash routing has no logits: refused before anything touches the device (runs without a GPU).
+// Refusals, all before anything touches the device (they run without a GPU): hash routing
+// has no logits; a plan routed under another configuration; a configuration whose gradient
+// goes through p, on a plan that carries none.
 TEST(CudaRouteBackward, RejectsHashRouting) {
   const RoutingConfig hash = make_config(RouterKind::hash, 8, 2, 1.0);
   DeviceRoutingPlan plan;
   EXPECT_THROW(cuda_route_backward(nullptr, nullptr, plan, hash, nullptr), Error);
+}
+
+TEST(CudaRouteBackward, RejectsAPlanOfAnotherConfiguration) {
+  const RoutingConfig softk = make_config(RouterKind::softk, 8, 2, 1.0);
+  DeviceRoutingPlan plan;  // never routed: 0 experts
+  EXPECT_THROW(cuda_route_backward(nullptr, nullptr, plan, softk, nullptr), Error);
+}
+
+TEST(CudaRouteBackward, RejectsAPlanWithoutProbabilities) {
+  const RoutingConfig top1 = make_config(RouterKind::top1, 8, 1, 1.0);  // gates are p
+  DeviceRoutingPlan plan;
+  plan.num_experts = 8;
+  plan.slots = plan_slots(top1);
+  plan.num_tokens = 4;
+  plan.has_probabilities = false;
+  EXPECT_THROW(cuda_route_backward(nullptr, nullptr, plan, top1, nullptr), Error);
 }
 
 }  // namespace
