@@ -89,7 +89,7 @@ bench_s=$(( $(elapsed) - build_s - test_s ))
   echo "## Tests (ctest -L gpu; full log $out_dir/ctest.log)"
   grep -E "^ *[0-9]+/[0-9]+ Test +#|tests passed|tests failed" "$out_dir/ctest.log"
   echo "largest differences against the CPU reference:"
-  grep -E "max rel diff|gate diff|linear router|device [0-9]+:" "$out_dir/ctest.log" | head -n 100
+  grep -E "max rel diff|gate diff|device [0-9]+:" "$out_dir/ctest.log" | head -n 100
   grep -h "GPU tests skipped" "$out_dir/ctest.log" | sort -u | head -n 5
   grep -E "\[  FAILED  \]|: Failure$" "$out_dir/ctest.log" | head -n 20
   echo

@@ -40,7 +40,9 @@
 #include "experts_cuda.hpp"
 #include "moebench/cuda.hpp"
 #include "moebench/experts.hpp"
+#include "moebench/router_net.hpp"
 #include "moebench/routing.hpp"
+#include "router_net_cuda.hpp"
 #include "routing_cuda.hpp"
 
 namespace {
@@ -329,7 +331,8 @@ int run(const Options& o) {
   DeviceArray<float> y(x.size());
 
   const double logits_ms = time_ms(o, stream, [&] {
-    cuda_router_logits_linear(context.blas(), logits.data(), x.data(), w.data(), T, d, E);
+    cuda_router_forward(context.blas(), stream, logits.data(), nullptr, x.data(), w.data(), T,
+                        RouterNetShape{RouterArch::linear, d, 0, E});
   });
   const double route_ms = time_ms(o, stream, [&] {
     cuda_route(plan, logits.data(), nullptr, nullptr, T, config, stream);

@@ -35,6 +35,11 @@ struct MoELayerConfig {
   uint64_t seed = 1234;
 };
 
+// Throws UsageError naming the option and the fix when `config` cannot run on `ranks` ranks
+// (routing options, E divisible by the rank count, positive sizes). The CPU and GPU layers
+// both check with it before building anything.
+void validate_moe_layer_config(const MoELayerConfig& config, int ranks);
+
 // Seconds per phase on this rank, summed over calls.
 struct MoELayerTimings {
   double router = 0.0;   // router network and routing plan (forward and backward)

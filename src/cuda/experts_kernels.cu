@@ -18,31 +18,15 @@
 
 #include "cuda_check.hpp"
 #include "experts_cuda.hpp"
+#include "gelu_device.cuh"
 
 namespace moebench {
 namespace {
 
+using cuda_detail::gelu_derivative_device;
+using cuda_detail::gelu_device;
+
 constexpr int kBlock = 256;
-constexpr float kSqrt2OverPi = 0.797884560802865f;
-constexpr float kGeluCubic = 0.044715f;
-
-// exp(-2 z(u)) with the exponent clamped to [-80, 80] (as exp_fast on the CPU), so that
-// 1 / (1 + e) and e * s below stay finite.
-__device__ __forceinline__ float gelu_exp(float u) {
-  const float z = kSqrt2OverPi * (u + kGeluCubic * u * u * u);
-  return expf(fminf(fmaxf(-2.0f * z, -80.0f), 80.0f));
-}
-
-// GELU(u) = u sigmoid(2 z) = u / (1 + exp(-2 z)).
-__device__ __forceinline__ float gelu_device(float u) { return u / (1.0f + gelu_exp(u)); }
-
-// GELU'(u) = s + 2 u s (e s) z' with s = sigmoid(2 z), e = exp(-2 z) (experts_fast.cpp).
-__device__ __forceinline__ float gelu_derivative_device(float u) {
-  const float e = gelu_exp(u);
-  const float s = 1.0f / (1.0f + e);
-  const float dz = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * u * u);
-  return s + 2.0f * u * s * (e * s) * dz;
-}
 
 // The expert owning row r: the last e with offsets[e] <= r (empty experts skipped).
 __device__ __forceinline__ int expert_of_row(const int64_t* offsets, int num_experts, int64_t r) {

@@ -88,10 +88,4 @@ void download_plan(RoutingPlan& host, const DeviceRoutingPlan& plan, CUstream_st
 void cuda_route_backward(float* d_logits, const float* d_gate, const DeviceRoutingPlan& plan,
                          const RoutingConfig& config, CUstream_st* stream);
 
-// Linear router: logits [T, E] = x [T, d] W [d, E] (row-major, as router_forward for
-// RouterArch::linear), one cuBLAS sgemm on the handle's stream.
-void cuda_router_logits_linear(cublasContext* blas, float* logits, const float* x,
-                               const float* weight, int num_tokens, int d_model,
-                               int num_experts);
-
 }  // namespace moebench

@@ -766,17 +766,6 @@ void download_plan(RoutingPlan& host, const DeviceRoutingPlan& plan, CUstream_st
   host.z_loss = losses[1];
 }
 
-void cuda_router_logits_linear(cublasContext* blas, float* logits, const float* x,
-                               const float* weight, int num_tokens, int d_model,
-                               int num_experts) {
-  if (num_tokens == 0) return;
-  // Row-major logits [T, E] = x [T, d] W [d, E] is column-major logits^T = W^T x^T, where the
-  // row-major W and x are, as stored, the column-major W^T [E, d] and x^T [d, T].
-  const float one = 1.0f, zero = 0.0f;
-  MOEBENCH_CUBLAS_CHECK(cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, num_experts, num_tokens,
-                                    d_model, &one, weight, num_experts, x, d_model, &zero, logits,
-                                    num_experts));
-}
 
 
 void cuda_route_backward(float* d_logits, const float* d_gate, const DeviceRoutingPlan& plan,

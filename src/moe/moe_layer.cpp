@@ -24,8 +24,14 @@ int comm_rank(MPI_Comm comm) {
 
 // Checked before any member is built (the dispatcher asserts E % P == 0).
 const MoELayerConfig& validated(const MoELayerConfig& config, MPI_Comm comm) {
+  validate_moe_layer_config(config, comm_size(comm));
+  return config;
+}
+
+}  // namespace
+
+void validate_moe_layer_config(const MoELayerConfig& config, int ranks) {
   validate_routing_config(config.routing);
-  const int ranks = comm_size(comm);
   const int E = config.routing.num_experts;
   std::ostringstream message;
   if (E % ranks != 0) {
@@ -37,12 +43,10 @@ const MoELayerConfig& validated(const MoELayerConfig& config, MPI_Comm comm) {
   } else if (config.router_arch != RouterArch::linear && config.router_hidden < 1) {
     message << "--router-hidden must be >= 1 for --router-arch " << to_string(config.router_arch);
   } else {
-    return config;
+    return;
   }
   throw UsageError(message.str());
 }
-
-}  // namespace
 
 MoELayer::MoELayer(const MoELayerConfig& config, MPI_Comm comm, int max_tokens)
     : config_(validated(config, comm)),

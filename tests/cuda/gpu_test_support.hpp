@@ -16,6 +16,7 @@
 #include <mpi.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -23,6 +24,7 @@
 
 #include "moebench/check.hpp"
 #include "moebench/cuda.hpp"
+#include "moebench/random.hpp"
 #include "moebench/routing.hpp"
 
 namespace moebench::test {
@@ -139,6 +141,22 @@ inline double max_abs(const float* values, size_t count) {
   double result = 0.0;
   for (size_t i = 0; i < count; ++i) result = std::max(result, std::fabs(double{values[i]}));
   return result;
+}
+
+// count standard normal floats from (seed, stream).
+inline std::vector<float> normal(size_t count, uint64_t seed, uint64_t stream) {
+  std::vector<float> values(count);
+  for (size_t i = 0; i < count; ++i) values[i] = static_cast<float>(random_normal(seed, stream, i));
+  return values;
+}
+
+// true on every rank of MPI_COMM_WORLD (a collective: every rank calls it). Tests that go on
+// to collective work check with it, so that every rank stops or none: a rank returning alone
+// would leave the others waiting in an exchange.
+inline bool all_ranks(bool value) {
+  int local = value ? 1 : 0, all = 0;
+  EXPECT_EQ(MPI_Allreduce(&local, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), MPI_SUCCESS);
+  return all == 1;
 }
 
 // max |got - want| / max |want|.

@@ -121,18 +121,8 @@ TEST(CudaExchange, AllreduceAverageMatchesMpi) {
 
 // ---- CudaDispatcher against the CPU Dispatcher -----------------------------------------------
 
-std::vector<float> normal(size_t count, uint64_t seed, uint64_t stream) {
-  std::vector<float> values(count);
-  for (size_t i = 0; i < count; ++i) values[i] = static_cast<float>(random_normal(seed, stream, i));
-  return values;
-}
-
-// true on every rank (a collective: every rank calls it).
-bool all_ranks(bool value) {
-  int local = value ? 1 : 0, all = 0;
-  EXPECT_EQ(MPI_Allreduce(&local, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), MPI_SUCCESS);
-  return all == 1;
-}
+using test::all_ranks;
+using test::normal;
 
 constexpr int kTokens = 700;
 
