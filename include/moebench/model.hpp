@@ -57,6 +57,33 @@ struct ParamTensor {
   bool decay = false;  // AdamW weight decay (matrices and embeddings; not norms or biases)
 };
 
+// Offsets (floats into the dense buffer) of one block's dense tensors; the FFN's are -1 in
+// MoE blocks, whose FFN is an MoE layer.
+struct BlockLayout {
+  bool moe = false;
+  int64_t ln1_w = -1, ln1_b = -1, qkv_w = -1, qkv_b = -1, proj_w = -1, proj_b = -1;
+  int64_t ln2_w = -1, ln2_b = -1;
+  int64_t fc1_w = -1, fc1_b = -1, fc2_w = -1, fc2_b = -1;
+};
+
+// The dense parameter buffer of a model: its named tensors in order, and where the model's
+// pieces are in it. The same on every backend.
+struct DenseLayout {
+  std::vector<ParamTensor> tensors;
+  std::vector<BlockLayout> blocks;
+  int64_t wte = 0, wpe = 0, lnf_w = 0, lnf_b = 0;
+  int64_t total = 0;  // floats
+};
+
+// Validates the configuration (validate_model_config) and lays the dense tensors out.
+DenseLayout dense_layout(const ModelConfig& config);
+// GPT-2 initialisation from config.seed: N(0, 0.02) for matrices and embeddings, the
+// projections into the residual stream scaled by 1/sqrt(2 L); norm weights 1, biases 0.
+// params [layout.total].
+void dense_params_init(float* params, const DenseLayout& layout, const ModelConfig& config);
+// The MoE layer of block `block`: config.moe with d_model set and the block's own seed.
+MoELayerConfig moe_block_config(const ModelConfig& config, int block);
+
 class MoETransformer {
  public:
   // Collective over `comm` (the expert-parallel group). B, T: the largest batch.

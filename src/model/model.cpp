@@ -12,13 +12,9 @@
 
 namespace moebench {
 
-// One transformer block: parameter views into the dense buffers, and its activations.
-struct MoETransformer::Block {
-  bool moe = false;
-  // Offsets into dense_params_ / dense_grads_ (the same layout).
-  int64_t ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b;
-  int64_t fc1_w = -1, fc1_b = -1, fc2_w = -1, fc2_b = -1;  // dense FFN blocks
-  std::unique_ptr<MoELayer> moe_layer;                      // MoE blocks
+// One transformer block: where its parameters are in the dense buffers, and its activations.
+struct MoETransformer::Block : BlockLayout {
+  std::unique_ptr<MoELayer> moe_layer;  // MoE blocks
   // Activations of the last forward pass (B, T, C, NH, H of the model).
   std::vector<float> ln1, ln1_mean, ln1_rstd;  // [B,T,C], [B,T], [B,T]
   std::vector<float> qkv;                      // [B, T, 3C]
@@ -63,60 +59,49 @@ double model_flops_per_token(const ModelConfig& c, int seq_len) {
   return 3.0 * (2.0 * weights + attention);
 }
 
-MoETransformer::MoETransformer(const ModelConfig& config, MPI_Comm comm, int max_batch,
-                               int max_seq_len)
-    : config_(config), comm_(comm), max_batch_(max_batch), max_T_(max_seq_len) {
-  validate_model_config(config_);
-  config_.moe.d_model = config_.d_model;
-  const int64_t C = config_.d_model, V = config_.vocab, H = config_.ffn_hidden;
-  const int64_t L = config_.layers;
+DenseLayout dense_layout(const ModelConfig& config) {
+  validate_model_config(config);
+  const int64_t C = config.d_model, V = config.vocab, H = config.ffn_hidden;
+  DenseLayout layout;
   auto add = [&](const std::string& name, int64_t size, bool decay) {
-    const int64_t offset = tensors_.empty() ? 0 : tensors_.back().offset + tensors_.back().size;
-    tensors_.push_back({name, offset, size, decay});
+    const int64_t offset = layout.total;
+    layout.tensors.push_back({name, offset, size, decay});
+    layout.total += size;
     return offset;
   };
-  const int64_t wte = add("wte", V * C, true);
-  const int64_t wpe = add("wpe", static_cast<int64_t>(config_.max_seq_len) * C, true);
-  for (int b = 0; b < L; ++b) {
-    auto block = std::make_unique<Block>();
+  layout.wte = add("wte", V * C, true);
+  layout.wpe = add("wpe", static_cast<int64_t>(config.max_seq_len) * C, true);
+  for (int b = 0; b < config.layers; ++b) {
+    BlockLayout block;
     const std::string p = "block" + std::to_string(b) + ".";
-    block->moe = config_.is_moe_block(b);
-    block->ln1_w = add(p + "ln1.weight", C, false);
-    block->ln1_b = add(p + "ln1.bias", C, false);
-    block->qkv_w = add(p + "attn.qkv.weight", C * 3 * C, true);
-    block->qkv_b = add(p + "attn.qkv.bias", 3 * C, false);
-    block->proj_w = add(p + "attn.proj.weight", C * C, true);
-    block->proj_b = add(p + "attn.proj.bias", C, false);
-    block->ln2_w = add(p + "ln2.weight", C, false);
-    block->ln2_b = add(p + "ln2.bias", C, false);
-    if (!block->moe) {
-      block->fc1_w = add(p + "mlp.fc1.weight", C * H, true);
-      block->fc1_b = add(p + "mlp.fc1.bias", H, false);
-      block->fc2_w = add(p + "mlp.fc2.weight", H * C, true);
-      block->fc2_b = add(p + "mlp.fc2.bias", C, false);
-    } else {
-      MoELayerConfig moe = config_.moe;
-      moe.seed = config_.seed + 1000003ULL * static_cast<uint64_t>(b + 1);
-      block->moe_layer = std::make_unique<MoELayer>(moe, comm, max_batch * max_seq_len);
+    block.moe = config.is_moe_block(b);
+    block.ln1_w = add(p + "ln1.weight", C, false);
+    block.ln1_b = add(p + "ln1.bias", C, false);
+    block.qkv_w = add(p + "attn.qkv.weight", C * 3 * C, true);
+    block.qkv_b = add(p + "attn.qkv.bias", 3 * C, false);
+    block.proj_w = add(p + "attn.proj.weight", C * C, true);
+    block.proj_b = add(p + "attn.proj.bias", C, false);
+    block.ln2_w = add(p + "ln2.weight", C, false);
+    block.ln2_b = add(p + "ln2.bias", C, false);
+    if (!block.moe) {
+      block.fc1_w = add(p + "mlp.fc1.weight", C * H, true);
+      block.fc1_b = add(p + "mlp.fc1.bias", H, false);
+      block.fc2_w = add(p + "mlp.fc2.weight", H * C, true);
+      block.fc2_b = add(p + "mlp.fc2.bias", C, false);
     }
-    blocks_.push_back(std::move(block));
+    layout.blocks.push_back(block);
   }
-  const int64_t lnf_w = add("lnf.weight", C, false);
-  const int64_t lnf_b = add("lnf.bias", C, false);
-  const int64_t total = tensors_.back().offset + tensors_.back().size;
-  dense_params_.assign(total, 0.0f);
-  dense_grads_.assign(total, 0.0f);
-  wte_ = dense_params_.data() + wte;
-  wpe_ = dense_params_.data() + wpe;
-  lnf_w_ = dense_params_.data() + lnf_w;
-  lnf_b_ = dense_params_.data() + lnf_b;
+  layout.lnf_w = add("lnf.weight", C, false);
+  layout.lnf_b = add("lnf.bias", C, false);
+  return layout;
+}
 
-  // GPT-2 initialisation: N(0, 0.02) for matrices and embeddings, the projections into the
-  // residual stream scaled by 1/sqrt(2 L); norms weight 1, biases 0.
-  const double residual_scale = 1.0 / std::sqrt(2.0 * static_cast<double>(L));
-  for (size_t i = 0; i < tensors_.size(); ++i) {
-    const ParamTensor& t = tensors_[i];
-    float* data = dense_params_.data() + t.offset;
+void dense_params_init(float* params, const DenseLayout& layout, const ModelConfig& config) {
+  std::fill(params, params + layout.total, 0.0f);
+  const double residual_scale = 1.0 / std::sqrt(2.0 * static_cast<double>(config.layers));
+  for (size_t i = 0; i < layout.tensors.size(); ++i) {
+    const ParamTensor& t = layout.tensors[i];
+    float* data = params + t.offset;
     const bool norm_weight = t.name.find("ln") != std::string::npos &&
                              t.name.find(".weight") != std::string::npos;
     if (norm_weight) {
@@ -126,10 +111,42 @@ MoETransformer::MoETransformer(const ModelConfig& config, MPI_Comm comm, int max
                                  t.name.find("fc2.weight") != std::string::npos;
       const double std = 0.02 * (into_residual ? residual_scale : 1.0);
       for (int64_t j = 0; j < t.size; ++j) {
-        data[j] = static_cast<float>(std * random_normal(config_.seed, 0x6d6f64656cULL + i, j));
+        data[j] = static_cast<float>(std * random_normal(config.seed, 0x6d6f64656cULL + i, j));
       }
     }
   }
+}
+
+MoELayerConfig moe_block_config(const ModelConfig& config, int block) {
+  MoELayerConfig moe = config.moe;
+  moe.d_model = config.d_model;
+  moe.seed = config.seed + 1000003ULL * static_cast<uint64_t>(block + 1);
+  return moe;
+}
+
+MoETransformer::MoETransformer(const ModelConfig& config, MPI_Comm comm, int max_batch,
+                               int max_seq_len)
+    : config_(config), comm_(comm), max_batch_(max_batch), max_T_(max_seq_len) {
+  const DenseLayout layout = dense_layout(config_);
+  config_.moe.d_model = config_.d_model;
+  const int64_t C = config_.d_model, V = config_.vocab, H = config_.ffn_hidden;
+  tensors_ = layout.tensors;
+  for (int b = 0; b < config_.layers; ++b) {
+    auto block = std::make_unique<Block>();
+    static_cast<BlockLayout&>(*block) = layout.blocks[b];
+    if (block->moe) {
+      block->moe_layer =
+          std::make_unique<MoELayer>(moe_block_config(config_, b), comm, max_batch * max_seq_len);
+    }
+    blocks_.push_back(std::move(block));
+  }
+  dense_params_.assign(layout.total, 0.0f);
+  dense_grads_.assign(layout.total, 0.0f);
+  dense_params_init(dense_params_.data(), layout, config_);
+  wte_ = dense_params_.data() + layout.wte;
+  wpe_ = dense_params_.data() + layout.wpe;
+  lnf_w_ = dense_params_.data() + layout.lnf_w;
+  lnf_b_ = dense_params_.data() + layout.lnf_b;
 
   const int64_t N = static_cast<int64_t>(max_batch) * max_seq_len;
   for (auto& block : blocks_) {
