@@ -35,6 +35,9 @@ int64_t expert_param_count(const ExpertShape& shape);
 // w1, b1, w2, b2.
 ExpertParams expert_params_view(float* storage, const ExpertShape& shape);
 
+// AdamW weight-decay flags of one parameter set, per element: 1 for W1 and W2, 0 for biases.
+std::vector<uint8_t> expert_decay_mask(const ExpertShape& shape);
+
 // Deterministic initialisation: expert with *global* index first_global_expert + e draws from
 // random stream (layer_seed, global index), so the same expert gets the same weights whatever
 // the rank count. W1 ~ N(0, 1/d), W2 ~ N(0, 1/h), biases 0.

@@ -81,6 +81,8 @@ DenseLayout dense_layout(const ModelConfig& config);
 // projections into the residual stream scaled by 1/sqrt(2 L); norm weights 1, biases 0.
 // params [layout.total].
 void dense_params_init(float* params, const DenseLayout& layout, const ModelConfig& config);
+// AdamW weight-decay flags of the dense buffer, per element (ParamTensor::decay).
+std::vector<uint8_t> dense_decay_mask(const std::vector<ParamTensor>& tensors);
 // The MoE layer of block `block`: config.moe with d_model set and the block's own seed.
 MoELayerConfig moe_block_config(const ModelConfig& config, int block);
 

@@ -136,6 +136,12 @@ void CudaMoELayer::update_balance_bias(MPI_Comm comm) {
                                    static_cast<int>(global_demand_.size()), MPI_INT64_T, MPI_SUM,
                                    comm));
   update_selection_bias(selection_bias_host_.data(), global_demand_.data(), config_.routing);
+  upload_selection_bias();
+}
+
+void CudaMoELayer::upload_selection_bias() {
+  MOEBENCH_CHECK(selection_bias_host_.size() == selection_bias_.size(),
+                 "selection bias resized on the host");
   copy_to_device(selection_bias_.data(), selection_bias_host_.data(), selection_bias_.bytes(),
                  context_.compute_stream());
 }

@@ -60,7 +60,10 @@ class CudaMoELayer {
   DeviceArray<float>& router_grads() { return router_grads_; }
   DeviceArray<float>& expert_params() { return expert_params_; }
   DeviceArray<float>& expert_grads() { return expert_grads_; }
-  const std::vector<float>& selection_bias() const { return selection_bias_host_; }
+  // The selection bias [E], host copy (update_balance_bias keeps it and the device's equal);
+  // after changing it on the host (a resumed run), upload_selection_bias().
+  std::vector<float>& selection_bias() { return selection_bias_host_; }
+  void upload_selection_bias();
   // [T, E] router logits of the last forward (learned routers).
   const float* logits() const { return logits_.data(); }
 

@@ -2,6 +2,8 @@
 // reference path and the dense model, and argument checks shared by both expert paths.
 #include "moebench/experts.hpp"
 
+#include <algorithm>
+
 #include <cmath>
 #include <string>
 
@@ -27,6 +29,17 @@ ExpertParams expert_params_view(float* storage, const ExpertShape& shape) {
   params.w2 = params.b1 + experts * h;        // [E_local, h, d]
   params.b2 = params.w2 + experts * h * d;    // [E_local, d]
   return params;
+}
+
+std::vector<uint8_t> expert_decay_mask(const ExpertShape& shape) {
+  const int64_t E = shape.num_experts, d = shape.d_model, h = shape.d_hidden;
+  std::vector<float> probe(static_cast<size_t>(expert_param_count(shape)), 0.0f);
+  const ExpertParams view = expert_params_view(probe.data(), shape);
+  std::vector<uint8_t> mask(probe.size(), 0);
+  const int64_t w1 = view.w1 - probe.data(), w2 = view.w2 - probe.data();
+  std::fill(mask.begin() + w1, mask.begin() + w1 + E * d * h, 1);
+  std::fill(mask.begin() + w2, mask.begin() + w2 + E * h * d, 1);
+  return mask;
 }
 
 // Random index layout inside stream (layer_seed, global expert index g):

@@ -117,6 +117,15 @@ void dense_params_init(float* params, const DenseLayout& layout, const ModelConf
   }
 }
 
+std::vector<uint8_t> dense_decay_mask(const std::vector<ParamTensor>& tensors) {
+  const int64_t total = tensors.empty() ? 0 : tensors.back().offset + tensors.back().size;
+  std::vector<uint8_t> mask(static_cast<size_t>(total), 0);
+  for (const ParamTensor& t : tensors) {
+    if (t.decay) std::fill(mask.begin() + t.offset, mask.begin() + t.offset + t.size, 1);
+  }
+  return mask;
+}
+
 MoELayerConfig moe_block_config(const ModelConfig& config, int block) {
   MoELayerConfig moe = config.moe;
   moe.d_model = config.d_model;

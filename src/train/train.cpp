@@ -23,11 +23,13 @@
 #include "moebench/check.hpp"
 #include "moebench/checkpoint.hpp"
 #include "moebench/cli.hpp"
+#include "moebench/cuda.hpp"
 #include "moebench/data.hpp"
 #include "moebench/layers.hpp"
 #include "moebench/metrics.hpp"
 #include "moebench/model.hpp"
 #include "moebench/trace.hpp"
+#include "moebench/train_backend.hpp"
 
 namespace moebench {
 
@@ -86,6 +88,8 @@ po::options_description train_options() {
       ("eval-batches", po::value<int>()->default_value(4), "validation batches per evaluation")
       ("log-every", po::value<int>()->default_value(10), "print a progress line every N steps")
       ("trace-flush", po::value<int>()->default_value(50), "flush the trace every N steps")
+      ("backend", po::value<std::string>()->default_value("cpu"),
+       "cpu | cuda (one GPU per rank, NCCL exchanges; a build with -DMOEBENCH_CUDA=ON)")
       ("threads", po::value<int>()->default_value(1),
        "OpenMP threads per rank (BLAS runs single-threaded inside them)")
       ("checkpoint-every", po::value<int>()->default_value(0),
@@ -110,6 +114,7 @@ struct TrainOptions {
       eval_batches = 4, log_every = 10, trace_flush = 50, threads = 1, checkpoint_every = 0;
   std::string checkpoint, resume;
   uint64_t seed = 1234;
+  Backend backend = Backend::cpu;
 };
 
 TrainOptions resolve(const po::variables_map& vm) {
@@ -132,6 +137,7 @@ TrainOptions resolve(const po::variables_map& vm) {
   o.log_every = vm["log-every"].as<int>();
   o.trace_flush = vm["trace-flush"].as<int>();
   o.threads = vm["threads"].as<int>();
+  o.backend = parse_backend("--backend", vm["backend"].as<std::string>());
   o.checkpoint_every = vm["checkpoint-every"].as<int>();
   o.resume = vm["resume"].as<std::string>();
   o.checkpoint = vm["checkpoint"].as<std::string>();
@@ -186,26 +192,6 @@ TrainOptions resolve(const po::variables_map& vm) {
   validate_model_config(m);
   return o;
 }
-
-// Per-element AdamW decay flags of the expert buffer of one layer: W1 and W2 decay, biases not.
-std::vector<uint8_t> expert_decay_mask(const ExpertShape& shape) {
-  std::vector<float> probe(expert_param_count(shape), 0.0f);
-  ExpertParams view = expert_params_view(probe.data(), shape);
-  const int64_t E = shape.num_experts, d = shape.d_model, h = shape.d_hidden;
-  std::vector<uint8_t> mask(probe.size(), 0);
-  std::fill(mask.begin() + (view.w1 - probe.data()), mask.begin() + (view.w1 - probe.data()) + E * d * h, 1);
-  std::fill(mask.begin() + (view.w2 - probe.data()), mask.begin() + (view.w2 - probe.data()) + E * h * d, 1);
-  return mask;
-}
-
-// One parameter group: values, gradients, AdamW moments, decay flags (null = all decay).
-struct ParamGroup {
-  std::vector<float>* params;
-  std::vector<float>* grads;
-  std::vector<float> m, v;
-  std::vector<uint8_t> decay;
-  bool replicated;  // dense (averaged over ranks) or this rank's experts
-};
 
 // The options a resumed run must share with the run that wrote the checkpoint: everything
 // that shapes the model, the data, the batches and the schedule (not where output goes or
@@ -281,35 +267,14 @@ int run_train_command(int argc, char** argv) {
   cli::agree_or_throw(comm, data_error.empty(), data_error);
 
   const int B = o.batch_size, T = o.seq_len, C = o.model.d_model;
-  MoETransformer model(o.model, comm, B, T);
-  std::vector<MoELayer*> moe = model.moe_layers();
+  std::unique_ptr<TrainBackend> model = o.backend == Backend::cuda
+                                            ? make_cuda_train_backend(o.model, comm, B, T)
+                                            : make_cpu_train_backend(o.model, comm, B, T);
+  const int layers = model->moe_layer_count();
   const int E = o.model.moe.routing.num_experts;
-
-  // Parameter groups: the dense buffer, each layer's router (dense), each layer's experts.
-  std::vector<ParamGroup> groups;
-  {
-    ParamGroup dense{&model.dense_params(), &model.dense_grads(), {}, {}, {}, true};
-    dense.decay.assign(model.dense_params().size(), 0);
-    for (const ParamTensor& t : model.tensors()) {
-      if (t.decay) std::fill(dense.decay.begin() + t.offset, dense.decay.begin() + t.offset + t.size, 1);
-    }
-    groups.push_back(std::move(dense));
-    for (MoELayer* layer : moe) {
-      groups.push_back({&layer->router_params(), &layer->router_grads(), {}, {}, {}, true});
-      groups.push_back({&layer->expert_params(), &layer->expert_grads(), {}, {},
-                        expert_decay_mask(layer->expert_shape()), false});
-    }
-    for (ParamGroup& g : groups) {
-      g.m.assign(g.params->size(), 0.0f);
-      g.v.assign(g.params->size(), 0.0f);
-    }
-  }
-  int64_t bucket_size = 0, dense_count = 0, expert_count_local = 0;
-  for (const ParamGroup& g : groups) {
-    if (g.replicated) bucket_size += static_cast<int64_t>(g.grads->size());
-    (g.replicated ? dense_count : expert_count_local) += static_cast<int64_t>(g.params->size());
-  }
-  std::vector<float> bucket(ranks > 1 ? bucket_size : 0);  // one rank: no all-reduce
+  int64_t dense_count = model->router_param_count();
+  for (const ParamTensor& t : model->tensors()) dense_count += t.size;
+  const int64_t expert_count_local = model->expert_param_count_local();
   int64_t expert_count = 0;
   MOEBENCH_MPI_CHECK(MPI_Allreduce(&expert_count_local, &expert_count, 1, MPI_INT64_T, MPI_SUM, comm));
 
@@ -317,18 +282,11 @@ int run_train_command(int argc, char** argv) {
   // balancing biases; the data position is the step (batches are a function of it).
   CheckpointState checkpoint;
   checkpoint.identity = run_identity(parsed, ranks);
-  for (size_t g = 0; g < groups.size(); ++g) {
-    const std::string name = "group" + std::to_string(g) + (groups[g].replicated ? ".dense" : ".experts");
-    checkpoint.buffers.push_back({name + ".params", groups[g].params});
-    checkpoint.buffers.push_back({name + ".adam_m", &groups[g].m});
-    checkpoint.buffers.push_back({name + ".adam_v", &groups[g].v});
-  }
-  for (size_t l = 0; l < moe.size(); ++l) {
-    checkpoint.buffers.push_back({"layer" + std::to_string(l) + ".selection_bias", &moe[l]->selection_bias()});
-  }
+  model->add_checkpoint_buffers(checkpoint);
   int first_step = 0;
   if (!o.resume.empty()) {
     first_step = static_cast<int>(load_checkpoint(o.resume, comm, checkpoint));
+    model->sync_from_host();
     if (first_step >= o.steps) {
       throw UsageError("--resume: '" + o.resume + "' is at step " + std::to_string(first_step) +
                        ", the end of a " + std::to_string(o.steps) + "-step run; nothing to do");
@@ -338,17 +296,17 @@ int run_train_command(int argc, char** argv) {
   if (rank == 0) {
     cli::print_config_table(std::cout, "train", parsed);
     std::printf("\n# model: %d blocks (%zu MoE), d=%d, heads=%d, E=%d, k=%d, router %s/%s\n",
-                o.model.layers, moe.size(), C, o.model.heads, E, o.model.moe.routing.top_k,
+                o.model.layers, static_cast<size_t>(layers), C, o.model.heads, E, o.model.moe.routing.top_k,
                 to_string(o.model.moe.routing.router), to_string(o.model.moe.router_arch));
     // Parameter table by kind (dense tensors grouped by the part of the model they belong to).
     long long embeddings = 0, attention = 0, norms = 0, dense_ffn = 0, routers = 0;
-    for (const ParamTensor& t : model.tensors()) {
+    for (const ParamTensor& t : model->tensors()) {
       if (t.name == "wte" || t.name == "wpe") embeddings += t.size;
       else if (t.name.find("attn.") != std::string::npos) attention += t.size;
       else if (t.name.find("mlp.") != std::string::npos) dense_ffn += t.size;
       else norms += t.size;
     }
-    for (MoELayer* layer : moe) routers += static_cast<long long>(layer->router_params().size());
+    routers = static_cast<long long>(model->router_param_count());
     std::printf("# %-28s %12s\n", "parameters", "count");
     std::printf("# %-28s %12lld\n", "embeddings (wte tied, wpe)", embeddings);
     std::printf("# %-28s %12lld\n", "attention", attention);
@@ -392,6 +350,8 @@ int run_train_command(int argc, char** argv) {
   // What the options resolved to, typed, next to /config's strings as given: the balancing
   // that --balance auto chose, and the text and tokenizer the tokens came from.
   trace.set_attribute("/train", "balance", to_string(o.model.moe.routing.balance));
+  trace.set_attribute("/train", "backend", model->name());
+  if (o.backend == Backend::cuda) trace.set_attribute("/train", "device", model->device());
   const bool byte_level = dataset->vocab_size() == kByteVocabSize && o.tokenizer_model.empty();
   trace.set_attribute("/data", "source", dataset->name());
   trace.set_attribute("/data", "tokenizer", byte_level ? "byte" : "bpe");
@@ -405,7 +365,7 @@ int run_train_command(int argc, char** argv) {
     TraceSeries load, demand, bytes, exchange_ms;
   };
   std::vector<LayerSeries> layer_series;
-  for (size_t l = 0; l < moe.size(); ++l) {
+  for (int l = 0; l < layers; ++l) {
     const std::string r = "/routing/layer_" + std::to_string(l) + "/";
     const std::string c = "/comm/layer_" + std::to_string(l) + "/";
     LayerSeries ls;
@@ -448,14 +408,14 @@ int run_train_command(int argc, char** argv) {
   TraceSeries sample_tokens = trace.series("/samples/tokens", TraceType::int32, {T},
                                            TraceLayout::replicated, "", "validation sequence (rank 0)");
   TraceSeries sample_experts = trace.series("/samples/experts", TraceType::int32,
-                                            {static_cast<int64_t>(std::max<size_t>(moe.size(), 1)), T},
+                                            {static_cast<int64_t>(std::max(layers, 1)), T},
                                             TraceLayout::replicated, "",
                                             "first kept expert of each token per MoE block (-1 = dropped)");
   TraceSeries sample_step = scalar("/samples/step", "", "step of the sample");
 
   std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
   const BatchSlice slice{rank, ranks, B, T};
-  std::vector<RoutingStats> stats(moe.size());
+  std::vector<RoutingStats> stats(layers);
   // Per-step rows of the /comm series, allocated once.
   std::vector<int64_t> bytes(static_cast<size_t>(kNumExchangePhases) * ranks);
   std::vector<double> exchange_ms(kNumExchangePhases);
@@ -465,19 +425,20 @@ int run_train_command(int argc, char** argv) {
   auto evaluate = [&](int step) {
     double loss_sum = 0.0;      // sum over batches of the mean loss per token (nats)
     double target_bytes = 0.0;  // text bytes of the predicted tokens
-    std::vector<RoutingStats> eval_stats(moe.size());
+    std::vector<RoutingStats> eval_stats(layers);
     for (auto& s : eval_stats) s.reset(E);
     for (int b = 0; b < o.eval_batches; ++b) {
       dataset->val_batch(inputs.data(), targets.data(), slice, b);
-      loss_sum += model.forward(inputs.data(), targets.data(), B, T);
+      loss_sum += model->forward(inputs.data(), targets.data(), B, T);
       for (int32_t target : targets) target_bytes += token_bytes[target];
-      for (size_t l = 0; l < moe.size(); ++l) {
-        routing_stats_add(eval_stats[l], moe[l]->plan(), moe[l]->logits(), moe[l]->config().routing);
+      for (int l = 0; l < layers; ++l) {
+        routing_stats_add(eval_stats[l], model->plan(l), model->logits(l),
+                          model->moe_config(l).routing);
       }
       if (b == 0) {  // the sample: rank 0's first validation sequence and its experts
-        std::vector<int32_t> experts(std::max<size_t>(moe.size(), 1) * T, -1);
-        for (size_t l = 0; l < moe.size(); ++l) {
-          const RoutingPlan& plan = moe[l]->plan();
+        std::vector<int32_t> experts(static_cast<size_t>(std::max(layers, 1)) * T, -1);
+        for (int l = 0; l < layers; ++l) {
+          const RoutingPlan& plan = model->plan(l);
           for (int t = 0; t < T; ++t) {
             for (int s = 0; s < plan.slots; ++s) {
               const int64_t entry = static_cast<int64_t>(t) * plan.slots + s;
@@ -513,7 +474,7 @@ int run_train_command(int argc, char** argv) {
     for (auto& s : eval_stats) routing_stats_allreduce(s, comm);
     if (rank == 0) {
       std::printf("eval  step %5d | val loss %.4f | ppl %.3f | %.4f bits/byte", step, loss, ppl, bpb);
-      if (!moe.empty()) {
+      if (layers > 0) {
         const RoutingMetrics m = routing_metrics(eval_stats[0]);
         std::printf(" | block0 drop %.3f cv %.3f", m.drop_rate, m.load_cv);
       }
@@ -532,64 +493,25 @@ int run_train_command(int argc, char** argv) {
     MOEBENCH_MPI_CHECK(MPI_Barrier(comm));
     const double step_start = MPI_Wtime();
     double phase[kPhases] = {};
-    for (MoELayer* layer : moe) layer->reset_counters();
+    model->reset_counters();
     const double lr = learning_rate_at(step, o.steps, o.warmup, o.lr, o.min_lr_ratio);
     dataset->train_batch(inputs.data(), targets.data(), slice, step, o.seed);
     const double compute_start = MPI_Wtime();
-    const float loss = model.forward(inputs.data(), targets.data(), B, T);
-    const float router_loss = model.aux_loss();
-    model.backward();
+    const float loss = model->forward(inputs.data(), targets.data(), B, T);
+    const float router_loss = model->aux_loss();
+    model->backward();
     const double compute_s = MPI_Wtime() - compute_start;
 
-    // One bucketed all-reduce for everything replicated, averaged over ranks (on one rank the
-    // mean is the gradient itself: no copies).
+    // The replicated gradients averaged over the ranks and the global norm, then AdamW with
+    // the clip (train_backend.hpp).
     double t0 = MPI_Wtime();
-    if (ranks > 1) {
-      int64_t offset = 0;
-      for (const ParamGroup& g : groups) {
-        if (!g.replicated) continue;
-        std::copy(g.grads->begin(), g.grads->end(), bucket.begin() + offset);
-        offset += static_cast<int64_t>(g.grads->size());
-      }
-      MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bucket.data(),
-                                       static_cast<int>(bucket.size()), MPI_FLOAT, MPI_SUM, comm));
-      offset = 0;
-      const float inv_ranks = 1.0f / static_cast<float>(ranks);
-      for (ParamGroup& g : groups) {
-        if (!g.replicated) continue;
-        for (size_t i = 0; i < g.grads->size(); ++i) {
-          (*g.grads)[i] = bucket[offset + i] * inv_ranks;
-        }
-        offset += static_cast<int64_t>(g.grads->size());
-      }
-    }
-    // Global gradient norm: replicated groups once, experts summed over ranks. Experts hold the
-    // gradient of the sum of the ranks' mean losses; the 1 / ranks that makes it the mean is
-    // applied here to the squares and in AdamW to the gradient (grad_scale), not by a pass of
-    // its own.
-    double squares[2] = {0.0, 0.0};
-    for (const ParamGroup& g : groups) {
-      squares[g.replicated ? 0 : 1] +=
-          sum_of_squares(g.grads->data(), static_cast<int64_t>(g.grads->size()));
-    }
-    MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &squares[1], 1, MPI_DOUBLE, MPI_SUM, comm));
-    const double expert_scale = 1.0 / static_cast<double>(ranks);
-    const double grad_norm = std::sqrt(squares[0] + squares[1] * expert_scale * expert_scale);
+    const double grad_norm = model->reduce_gradients();
     phase[6] = MPI_Wtime() - t0;
 
     t0 = MPI_Wtime();
     const float clip = (o.grad_clip > 0.0 && grad_norm > o.grad_clip)
                            ? static_cast<float>(o.grad_clip / grad_norm) : 1.0f;
-    AdamWSettings adam;
-    adam.learning_rate = static_cast<float>(lr);
-    adam.weight_decay = static_cast<float>(o.weight_decay);
-    for (ParamGroup& g : groups) {
-      adam.grad_scale = g.replicated ? clip : static_cast<float>(clip * expert_scale);
-      adamw_update(g.params->data(), g.m.data(), g.v.data(), g.grads->data(),
-                   g.decay.empty() ? nullptr : g.decay.data(), static_cast<int64_t>(g.params->size()),
-                   adam, step + 1);
-    }
-    for (MoELayer* layer : moe) layer->update_balance_bias(comm);
+    model->optimizer_step(lr, o.weight_decay, clip, step + 1);
     phase[7] = MPI_Wtime() - t0;
 
     // Metrics of this step.
@@ -598,16 +520,17 @@ int run_train_command(int argc, char** argv) {
     losses[0] /= ranks;
     losses[1] /= ranks;
     double moe_s = 0.0;
-    for (size_t l = 0; l < moe.size(); ++l) {
+    for (int l = 0; l < layers; ++l) {
       stats[l].reset(E);
-      routing_stats_add(stats[l], moe[l]->plan(), moe[l]->logits(), moe[l]->config().routing);
+      routing_stats_add(stats[l], model->plan(l), model->logits(l), model->moe_config(l).routing);
       routing_stats_allreduce(stats[l], comm);
-      const DispatchTimings& dt = moe[l]->dispatcher().timings();
-      phase[0] += moe[l]->timings().router;
+      const DispatchTimings dt = model->dispatch_timings(l);
+      const MoELayerTimings lt = model->layer_timings(l);
+      phase[0] += lt.router;
       phase[1] += dt.permute;
       phase[2] += dt.count_exchange;
       for (double x : dt.exchange) phase[2] += x;
-      phase[3] += moe[l]->timings().experts;
+      phase[3] += lt.experts;
       phase[4] += dt.unpermute;
     }
     for (int p = 0; p < 5; ++p) moe_s += phase[p];
@@ -620,7 +543,7 @@ int run_train_command(int argc, char** argv) {
     s_aux.append(&losses[1]);
     s_lr.append(&lr);
     s_norm.append(&grad_norm);
-    for (size_t l = 0; l < moe.size(); ++l) {
+    for (int l = 0; l < layers; ++l) {
       const RoutingMetrics m = routing_metrics(stats[l]);
       LayerSeries& ls = layer_series[l];
       const double unused = m.unused_experts;
@@ -636,13 +559,15 @@ int run_train_command(int argc, char** argv) {
       ls.z.append(&m.z_loss);
       ls.load.append(stats[l].load.data());
       ls.demand.append(stats[l].demand.data());
+      const DispatchTimings dt = model->dispatch_timings(l);
+      const std::vector<std::vector<int64_t>>& sent = model->bytes_sent(l);
       for (int p = 0; p < kNumExchangePhases; ++p) {
-        for (int d = 0; d < ranks; ++d) bytes[p * ranks + d] = moe[l]->dispatcher().bytes_sent()[p][d];
-        exchange_ms[p] = 1e3 * moe[l]->dispatcher().timings().exchange[p];
+        for (int d = 0; d < ranks; ++d) bytes[p * ranks + d] = sent[p][d];
+        exchange_ms[p] = 1e3 * dt.exchange[p];
       }
       // The ragged layout's count exchange opens the dispatch: it belongs to that phase (as
       // in capacity's exchange_ms), so the phases add up to /timing/phase_ms "exchange".
-      exchange_ms[0] += 1e3 * moe[l]->dispatcher().timings().count_exchange;
+      exchange_ms[0] += 1e3 * dt.count_exchange;
       ls.bytes.append(bytes.data());
       ls.exchange_ms.append(exchange_ms.data());
     }
@@ -670,7 +595,7 @@ int run_train_command(int argc, char** argv) {
       const double eta = (MPI_Wtime() - run_start) / (step + 1 - first_step) * (o.steps - step - 1);
       std::printf("step %5d/%d | loss %.4f | lr %.2e | %.1f ms | %.0f tok/s", step + 1, o.steps,
                   losses[0], lr, step_ms, tokens_per_s);
-      if (!moe.empty()) {
+      if (layers > 0) {
         const RoutingMetrics m = routing_metrics(stats[0]);
         std::printf(" | drop %.3f | cv %.3f", m.drop_rate, m.load_cv);
       }
@@ -688,6 +613,7 @@ int run_train_command(int argc, char** argv) {
       }
       cli::agree_or_throw(comm, error.empty(), error);
       const std::string path = o.checkpoint + "/step_" + std::to_string(step + 1);
+      model->sync_to_host();
       save_checkpoint(path, comm, checkpoint);
       if (rank == 0) std::printf("# checkpoint: %s\n", path.c_str());
     }

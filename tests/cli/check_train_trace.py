@@ -38,6 +38,10 @@ def main() -> int:
             assert balance == ("none" if router in ("hash", "expert_choice") else "aux"), (router, balance)
         else:
             assert balance == config["balance"], (config["balance"], balance)
+        # the backend the run took (--backend) and, on a GPU, the device it names
+        backend = f["train"].attrs["backend"]
+        assert backend == config["backend"], (backend, config["backend"])
+        assert (len(f["train"].attrs.get("device", "")) > 0) == (backend == "cuda"), dict(f["train"].attrs)
         if bpe:
             assert data["tokenizer"] == "bpe" and data["source"] == config["data"], dict(data)
             assert data["tokenizer_model"] == config["data"][:-len(".bin")] + ".model", dict(data)

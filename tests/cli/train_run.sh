@@ -83,4 +83,29 @@ expect_failure "--experts 6 is not divisible by the 4 ranks" -- \
 expect_failure "--top-k 9 exceeds --experts 8" -- "$moebench" train --top-k 9 --out "$work/x.h5"
 expect_failure "cannot write trace '$work/nodir/x.h5'" -- \
   "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --batch-size 1 --out "$work/nodir/x.h5"
+expect_failure "--backend: unknown value 'tpu' \\(accepted: cpu, cuda\\)" -- \
+  "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --backend tpu --out "$work/tpu.h5"
+# --backend cuda: a CPU build names the build option; a CUDA build first checks the routing
+# against what the GPU runs (no GPU needed), then, without a GPU, says that none is visible.
+probe=$("$mpirun" -np 1 "$moebench" train "${tiny[@]}" --backend cuda --drop-policy prob \
+  --out "$work/probe.h5" 2>&1 || true)
+if [[ $probe == *"built without the CUDA backend"* ]]; then
+  expect_failure "--backend cuda: this moebench was built without the CUDA backend; build it with launch/build.sh -DMOEBENCH_CUDA=ON" -- \
+    "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --backend cuda --out "$work/cuda.h5"
+  every_cuda=(--backend cuda --out "$work/cuda2.h5")
+else
+  expect_failure "--drop-policy prob is not implemented in the CUDA backend yet \\(use --drop-policy position or --backend cpu\\)" -- \
+    "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --backend cuda --drop-policy prob --out "$work/cuda.h5"
+  every_cuda=(--backend cuda --drop-policy prob --out "$work/cuda2.h5")
+  if ! nvidia-smi -L >/dev/null 2>&1; then
+    expect_failure "--backend cuda: no CUDA device is visible" -- \
+      "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --backend cuda --out "$work/cuda3.h5"
+  fi
+fi
+expect_every_rank_exits 2 2 "$mpirun" -- "$moebench" train "${tiny[@]}" "${every_cuda[@]}"
+if [ -z "$(find "$work" -name 'tpu.h5' -o -name 'cuda*.h5' -o -name 'probe.h5')" ]; then
+  _lib_pass "failed --backend runs leave no trace"
+else
+  _lib_fail "failed --backend runs leave no trace" "$(find "$work" -name 'cuda*.h5')"
+fi
 finish

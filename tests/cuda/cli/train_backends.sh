@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `moebench train --backend cuda` against `--backend cpu` through the real binary (a CUDA
+# build, run on GPUs): the same options and seed on both backends, 40 steps on the built-in
+# corpus, and the loss curves compared (tests/cuda/cli/compare_train_traces.py):
+#  - the first step's loss within 1e-4 relative: the same model, batch and routing, only the
+#    order of fp32 sums differs (tests/cuda/mpi/test_cuda_model.cpp compares the gradients);
+#  - every step within 2e-2 relative, and the final validation loss within 2e-2: rounding
+#    differences grow through 40 AdamW steps and can flip a near-tied routing decision, after
+#    which the runs are two valid trainings of the same model;
+#  - the trace says backend = cuda and names the device, and passes the CPU run's checks.
+# One rank, and two where the node has two GPUs. Without a GPU it prints "GPU tests skipped:
+# ..." and passes (CTest reports it skipped).
+#
+# usage: bash tests/cuda/cli/train_backends.sh MOEBENCH_BINARY LAUNCH_MPIRUN_SH
+set -uo pipefail
+moebench=$1
+mpirun=$2
+python=${MOEBENCH_PYTHON:-/usr/bin/python3}
+here=$(dirname "${BASH_SOURCE[0]}")
+cli=$here/../../cli
+# shellcheck source=tests/cli/lib.bash
+source "$cli/lib.bash"
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "GPU tests skipped: nvidia-smi lists no GPU"
+  exit 0
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+run=(--steps 40 --warmup 5 --seq-len 64 --batch-size 4 --d-model 64 --heads 4 --layers 2
+     --experts 8 --top-k 2 --router softk --eval-every 20 --eval-batches 2 --log-every 10)
+gpus=$(nvidia-smi -L | wc -l)
+for np in 1 2; do
+  [ "$np" -le "$gpus" ] || continue
+  for backend in cpu cuda; do
+    expect_success "final validation" -- "$mpirun" -np "$np" "$moebench" train "${run[@]}" \
+      --backend "$backend" --out "$work/$backend-$np.h5"
+  done
+  expect_success "loss curves agree" -- "$python" "$here/compare_train_traces.py" \
+    "$work/cpu-$np.h5" "$work/cuda-$np.h5"
+  expect_success "trace OK" -- "$python" "$cli/check_train_trace.py" "$work/cuda-$np.h5" "$np" 40 2 8
+done
+# Hash routing (no router network) and a dense block between MoE blocks.
+for backend in cpu cuda; do
+  expect_success "final validation" -- "$mpirun" -np 1 "$moebench" train "${run[@]}" \
+    --router hash --moe-every 2 --backend "$backend" --out "$work/hash-$backend.h5"
+done
+expect_success "loss curves agree" -- "$python" "$here/compare_train_traces.py" \
+  "$work/hash-cpu.h5" "$work/hash-cuda.h5"
+finish
