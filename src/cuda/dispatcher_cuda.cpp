@@ -1,16 +1,104 @@
-// CudaDispatcher: permute on the compute stream, NCCL exchanges on the communication stream.
-// See dispatcher_cuda.hpp; the CPU original: src/dispatch/dispatcher.cpp.
+// CudaDispatcher: permute on the compute stream, NCCL exchanges on the communication stream,
+// phase times from CUDA event pairs read only when asked. See dispatcher_cuda.hpp; the CPU
+// original: src/dispatch/dispatcher.cpp.
 #include "dispatcher_cuda.hpp"
 
 #include <nccl.h>
 
 #include <algorithm>
+#include <cstdio>
 
+#include "cuda_check.hpp"
 #include "dispatch_cuda.hpp"
 #include "exchange_nccl.hpp"
 #include "moebench/check.hpp"
 
 namespace moebench {
+
+namespace {
+
+double& timing_field(DispatchTimings& timings, int field) {
+  switch (field) {
+    case CudaPhaseTimers::kPermute: return timings.permute;
+    case CudaPhaseTimers::kUnpermute: return timings.unpermute;
+    case CudaPhaseTimers::kCountExchange: return timings.count_exchange;
+    default: return timings.exchange[field - CudaPhaseTimers::kExchange];
+  }
+}
+
+}  // namespace
+
+// ---- CudaPhaseTimers -----------------------------------------------------------------------
+
+CudaPhaseTimers::CudaPhaseTimers() {
+  try {
+    for (int pair = 0; pair < kPairs; ++pair) {
+      MOEBENCH_CUDA_CHECK(cudaEventCreate(&start_events_[pair]));
+      MOEBENCH_CUDA_CHECK(cudaEventCreate(&stop_events_[pair]));
+    }
+  } catch (...) {
+    destroy_events();  // the destructor does not run for a failed constructor
+    throw;
+  }
+}
+
+CudaPhaseTimers::~CudaPhaseTimers() { destroy_events(); }
+
+void CudaPhaseTimers::destroy_events() noexcept {
+  for (auto* events : {&start_events_, &stop_events_}) {
+    for (CUevent_st*& event : *events) {
+      if (event == nullptr) continue;
+      const cudaError_t status = cudaEventDestroy(event);
+      if (status != cudaSuccess) {
+        std::fprintf(stderr, "moebench: cudaEventDestroy failed: %s\n", cudaGetErrorString(status));
+      }
+      event = nullptr;
+    }
+  }
+}
+
+int CudaPhaseTimers::start(CUstream_st* stream) {
+  if (pending_ == kPairs) resolve_oldest();
+  const int pair = (oldest_ + pending_) % kPairs;
+  MOEBENCH_CUDA_CHECK(cudaEventRecord(start_events_[pair], stream));
+  return pair;
+}
+
+void CudaPhaseTimers::stop(int pair, CUstream_st* stream, int field) {
+  MOEBENCH_CHECK(pending_ < kPairs && pair == (oldest_ + pending_) % kPairs,
+                 "CudaPhaseTimers: stop() of a pair that is not the one last started");
+  MOEBENCH_CHECK(field >= kPermute && field < kExchange + kNumExchangePhases,
+                 "CudaPhaseTimers: unknown timing field");
+  MOEBENCH_CUDA_CHECK(cudaEventRecord(stop_events_[pair], stream));
+  field_[pair] = field;
+  ++pending_;
+}
+
+void CudaPhaseTimers::resolve_oldest() {
+  const int pair = oldest_;
+  // The stop event follows the start event on the same stream: both are complete after this.
+  MOEBENCH_CUDA_CHECK(cudaEventSynchronize(stop_events_[pair]));
+  float ms = 0.0f;
+  MOEBENCH_CUDA_CHECK(cudaEventElapsedTime(&ms, start_events_[pair], stop_events_[pair]));
+  timing_field(totals_, field_[pair]) += 1e-3 * static_cast<double>(ms);
+  oldest_ = (oldest_ + 1) % kPairs;
+  --pending_;
+}
+
+const DispatchTimings& CudaPhaseTimers::resolve() {
+  while (pending_ > 0) resolve_oldest();
+  return totals_;
+}
+
+void CudaPhaseTimers::reset() {
+  // Dropped pairs may still be in flight; recording them again later is allowed (an event
+  // stands for its latest record), so nothing waits here.
+  oldest_ = 0;
+  pending_ = 0;
+  totals_ = DispatchTimings{};
+}
+
+// ---- CudaDispatcher ------------------------------------------------------------------------
 
 CudaDispatcher::CudaDispatcher(CudaContext& context, int num_experts, int d_model,
                                DispatchMode mode)
@@ -37,24 +125,19 @@ CudaDispatcher::CudaDispatcher(CudaContext& context, int num_experts, int d_mode
     v->assign(P, 0);
   }
   send_offsets_.resize(static_cast<size_t>(num_experts) + 1);
-  recv_counts_device_.resize(P * EL);
-  block_source_device_.resize(P * EL);
-  block_expert_device_.resize(P * EL);
-  block_rows_device_.resize(P * EL);
+  if (exchanging()) {  // one rank neither exchanges counts nor reorders blocks
+    recv_counts_device_.resize(P * EL);
+    block_source_device_.resize(P * EL);
+    block_expert_device_.resize(P * EL);
+    block_rows_device_.resize(P * EL);
+  }
   bytes_sent_.assign(kNumExchangePhases, std::vector<int64_t>(P, 0));
 }
 
 void CudaDispatcher::reset_counters() {
   for (auto& row : bytes_sent_) std::fill(row.begin(), row.end(), 0);
   count_bytes_sent_ = 0;
-  timings_ = DispatchTimings{};
-}
-
-void CudaDispatcher::start_timer(CUstream_st* stream) { timer_.start(stream); }
-
-void CudaDispatcher::stop_timer(CUstream_st* stream, double& sink) {
-  timer_.stop(stream);
-  sink += 1e-3 * static_cast<double>(timer_.elapsed_ms());
+  timers_.reset();
 }
 
 void CudaDispatcher::reserve(const RoutingConfig& config, int max_tokens) {
@@ -71,15 +154,18 @@ void CudaDispatcher::reserve(const RoutingConfig& config, int max_tokens) {
     max_send_rows_ = num_experts_ * capacity;
     max_expert_rows_ = static_cast<int64_t>(size_) * local_experts_ * capacity;
   }
+  // One rank packs into and reads from the caller's expert-major buffers (dispatcher_cuda.hpp).
   const size_t d = static_cast<size_t>(d_model_);
-  send_buffer_.resize(static_cast<size_t>(max_send_rows_) * d);
-  returned_rows_.resize(static_cast<size_t>(max_send_rows_) * d);
-  recv_buffer_.resize(static_cast<size_t>(max_expert_rows_) * d);
+  const size_t send_elements = exchanging() ? static_cast<size_t>(max_send_rows_) * d : 0;
+  send_buffer_.resize(send_elements);
+  returned_rows_.resize(send_elements);
+  recv_buffer_.resize(exchanging() ? static_cast<size_t>(max_expert_rows_) * d : 0);
 }
 
 void CudaDispatcher::set_plan(const DeviceRoutingPlan& plan) {
   MOEBENCH_CHECK(plan.num_experts == num_experts_, "plan and dispatcher disagree on E");
   plan_ = &plan;
+  returned_ = nullptr;  // combine() of this plan sets it
   const int P = size_, EL = local_experts_;
   const int64_t C = plan.capacity;
   CUstream_st* compute = context_.compute_stream();
@@ -94,30 +180,34 @@ void CudaDispatcher::set_plan(const DeviceRoutingPlan& plan) {
   MOEBENCH_CHECK(send_expert_offset_[num_experts_] <= max_send_rows_,
                  "plan exceeds the reserved send buffer (reserve() with a larger size)");
   if (mode_ == DispatchMode::ragged) {
-    // Counts first: global expert e = p E_local + le, so load [E] is already [P, E_local].
-    context_.order_after(comm, compute);
-    start_timer(comm);
-    nccl_alltoall(plan.load.data(), recv_counts_device_.data(), static_cast<size_t>(EL), ncclInt32,
-                  context_.nccl(), comm);
-    stop_timer(comm, timings_.count_exchange);
+    if (exchanging()) {
+      // Counts first: global expert e = p E_local + le, so load [E] is already [P, E_local].
+      context_.order_after(comm, compute);
+      const int pair = timers_.start(comm);
+      nccl_alltoall(plan.load.data(), recv_counts_device_.data(), static_cast<size_t>(EL),
+                    ncclInt32, context_.nccl(), comm);
+      timers_.stop(pair, comm, CudaPhaseTimers::kCountExchange);
+      copy_to_host(recv_counts_.data(), recv_counts_device_.data(),
+                   recv_counts_.size() * sizeof(int32_t), comm);
+    } else {
+      std::copy(load_.begin(), load_.end(), recv_counts_.begin());  // one source: this rank
+    }
+    // As the CPU Dispatcher, whose MPI_Alltoall sends to itself on one rank too.
     count_bytes_sent_ += static_cast<int64_t>(P) * EL * static_cast<int64_t>(sizeof(int32_t));
-    copy_to_host(recv_counts_.data(), recv_counts_device_.data(), recv_counts_.size() * sizeof(int32_t),
-                 comm);
   } else {
     // Every rank routes the same number of tokens, so every rank has the same C.
     std::fill(recv_counts_.begin(), recv_counts_.end(), static_cast<int32_t>(C));
   }
   // Source-major blocks [P][E_local]; expert-major blocks [E_local][P].
   int64_t source_row = 0;
-  std::vector<int64_t>& peer_rows_recv = peer_rows_recv_;
   for (int p = 0; p < P; ++p) {
-    peer_rows_recv[p] = 0;
+    peer_rows_recv_[p] = 0;
     for (int le = 0; le < EL; ++le) {
       const int idx = p * EL + le;
       block_rows_[idx] = recv_counts_[idx];
       block_source_[idx] = source_row;
       source_row += recv_counts_[idx];
-      peer_rows_recv[p] += recv_counts_[idx];
+      peer_rows_recv_[p] += recv_counts_[idx];
     }
   }
   MOEBENCH_CHECK(source_row <= max_expert_rows_, "received rows exceed the reserved buffer");
@@ -126,17 +216,22 @@ void CudaDispatcher::set_plan(const DeviceRoutingPlan& plan) {
   for (int p = 0; p < P; ++p) {
     const int64_t send_rows = send_expert_offset_[(p + 1) * EL] - send_expert_offset_[p * EL];
     send_counts_[p] = send_rows * d_model_;
-    recv_counts_elems_[p] = peer_rows_recv[p] * d_model_;
+    recv_counts_elems_[p] = peer_rows_recv_[p] * d_model_;
     send_displs_[p] = send_displ;
     recv_displs_[p] = recv_displ;
     send_displ += send_counts_[p];
     recv_displ += recv_counts_elems_[p];
     send_bytes_[p] = send_counts_[p] * static_cast<int64_t>(sizeof(float));
   }
-  const size_t blocks = block_rows_.size();
-  copy_to_device(block_source_device_.data(), block_source_.data(), blocks * sizeof(int64_t), compute);
-  copy_to_device(block_expert_device_.data(), block_expert_.data(), blocks * sizeof(int64_t), compute);
-  copy_to_device(block_rows_device_.data(), block_rows_.data(), blocks * sizeof(int32_t), compute);
+  if (exchanging()) {
+    const size_t blocks = block_rows_.size();
+    copy_to_device(block_source_device_.data(), block_source_.data(), blocks * sizeof(int64_t),
+                   compute);
+    copy_to_device(block_expert_device_.data(), block_expert_.data(), blocks * sizeof(int64_t),
+                   compute);
+    copy_to_device(block_rows_device_.data(), block_rows_.data(), blocks * sizeof(int32_t),
+                   compute);
+  }
 }
 
 void CudaDispatcher::exchange(bool forward, const float* send, float* recv, int phase) {
@@ -147,77 +242,99 @@ void CudaDispatcher::exchange(bool forward, const float* send, float* recv, int 
   const std::vector<int64_t>& sd = forward ? send_displs_ : recv_displs_;
   const std::vector<int64_t>& rc = forward ? recv_counts_elems_ : send_counts_;
   const std::vector<int64_t>& rd = forward ? recv_displs_ : send_displs_;
-  start_timer(comm);
+  const int pair = timers_.start(comm);
   nccl_alltoallv(send, sc.data(), sd.data(), recv, rc.data(), rd.data(), ncclFloat32,
                  context_.nccl(), comm);
-  stop_timer(comm, timings_.exchange[phase]);
+  timers_.stop(pair, comm, CudaPhaseTimers::kExchange + phase);
   context_.order_after(compute, comm);
+  count_sent(phase, sc);
+}
+
+void CudaDispatcher::count_sent(int phase, const std::vector<int64_t>& floats_to_peer) {
   for (int p = 0; p < size_; ++p) {
-    bytes_sent_[phase][p] += sc[p] * static_cast<int64_t>(sizeof(float));
+    bytes_sent_[phase][p] += floats_to_peer[p] * static_cast<int64_t>(sizeof(float));
   }
 }
 
+float* CudaDispatcher::send_rows(float* expert_major) {
+  return exchanging() ? send_buffer_.data() : expert_major;
+}
+
 void CudaDispatcher::deliver_to_experts(float* expert_major, int phase) {
+  if (!exchanging()) {  // packed in place
+    count_sent(phase, send_counts_);
+    return;
+  }
   exchange(true, send_buffer_.data(), recv_buffer_.data(), phase);
   CUstream_st* compute = context_.compute_stream();
-  start_timer(compute);
+  const int pair = timers_.start(compute);
   cuda_copy_blocks(expert_major, recv_buffer_.data(), block_expert_device_.data(),
                    block_source_device_.data(), block_rows_device_.data(),
                    static_cast<int>(block_rows_.size()), d_model_, compute);
-  stop_timer(compute, timings_.permute);
+  timers_.stop(pair, compute, CudaPhaseTimers::kPermute);
 }
 
-void CudaDispatcher::return_to_sources(float* landing, const float* expert_major, int phase) {
+const float* CudaDispatcher::return_to_sources(float* landing, const float* expert_major,
+                                               int phase) {
+  if (!exchanging()) {  // already in the send layout
+    count_sent(phase, recv_counts_elems_);
+    return expert_major;
+  }
   CUstream_st* compute = context_.compute_stream();
-  start_timer(compute);
+  const int pair = timers_.start(compute);
   cuda_copy_blocks(recv_buffer_.data(), expert_major, block_source_device_.data(),
                    block_expert_device_.data(), block_rows_device_.data(),
                    static_cast<int>(block_rows_.size()), d_model_, compute);
-  stop_timer(compute, timings_.permute);
+  timers_.stop(pair, compute, CudaPhaseTimers::kPermute);
   exchange(false, recv_buffer_.data(), landing, phase);
+  return landing;
 }
 
 void CudaDispatcher::dispatch(float* expert_in, const float* x) {
   const DeviceRoutingPlan& plan = *plan_;
   CUstream_st* compute = context_.compute_stream();
-  start_timer(compute);
+  float* packed = send_rows(expert_in);
+  const int pair = timers_.start(compute);
   if (mode_ == DispatchMode::padded) {
-    cuda_zero_padding_rows(send_buffer_.data(), plan, send_offsets_.data(), d_model_, compute);
+    cuda_zero_padding_rows(packed, plan, send_offsets_.data(), d_model_, compute);
   }
-  cuda_permute(send_buffer_.data(), x, plan, send_offsets_.data(), d_model_, compute);
-  stop_timer(compute, timings_.permute);
+  cuda_permute(packed, x, plan, send_offsets_.data(), d_model_, compute);
+  timers_.stop(pair, compute, CudaPhaseTimers::kPermute);
   deliver_to_experts(expert_in, kDispatchForward);
 }
 
 void CudaDispatcher::combine(float* y, const float* expert_out) {
-  return_to_sources(returned_rows_.data(), expert_out, kCombineForward);
+  returned_ = return_to_sources(returned_rows_.data(), expert_out, kCombineForward);
   CUstream_st* compute = context_.compute_stream();
-  start_timer(compute);
-  cuda_gather_to_tokens(y, returned_rows_.data(), *plan_, send_offsets_.data(), d_model_,
+  const int pair = timers_.start(compute);
+  cuda_gather_to_tokens(y, returned_, *plan_, send_offsets_.data(), d_model_,
                         /*use_gates=*/true, /*accumulate=*/false, compute);
-  stop_timer(compute, timings_.unpermute);
+  timers_.stop(pair, compute, CudaPhaseTimers::kUnpermute);
 }
 
 void CudaDispatcher::combine_backward(float* d_expert_out, float* d_gate, const float* dy) {
+  MOEBENCH_CHECK(returned_ != nullptr,
+                 "CudaDispatcher: combine_backward before combine of this plan");
   const DeviceRoutingPlan& plan = *plan_;
   CUstream_st* compute = context_.compute_stream();
-  start_timer(compute);
+  float* packed = send_rows(d_expert_out);
+  const int pair = timers_.start(compute);
   if (mode_ == DispatchMode::padded) {
-    cuda_zero_padding_rows(send_buffer_.data(), plan, send_offsets_.data(), d_model_, compute);
+    cuda_zero_padding_rows(packed, plan, send_offsets_.data(), d_model_, compute);
   }
-  cuda_combine_backward(send_buffer_.data(), d_gate, dy, returned_rows_.data(), plan,
-                        send_offsets_.data(), d_model_, compute);
-  stop_timer(compute, timings_.unpermute);
+  cuda_combine_backward(packed, d_gate, dy, returned_, plan, send_offsets_.data(), d_model_,
+                        compute);
+  timers_.stop(pair, compute, CudaPhaseTimers::kUnpermute);
   deliver_to_experts(d_expert_out, kCombineBackward);
 }
 
 void CudaDispatcher::dispatch_backward(float* dx, const float* d_expert_in) {
-  return_to_sources(send_buffer_.data(), d_expert_in, kDispatchBackward);
+  const float* rows = return_to_sources(send_buffer_.data(), d_expert_in, kDispatchBackward);
   CUstream_st* compute = context_.compute_stream();
-  start_timer(compute);
-  cuda_gather_to_tokens(dx, send_buffer_.data(), *plan_, send_offsets_.data(), d_model_,
+  const int pair = timers_.start(compute);
+  cuda_gather_to_tokens(dx, rows, *plan_, send_offsets_.data(), d_model_,
                         /*use_gates=*/false, /*accumulate=*/true, compute);
-  stop_timer(compute, timings_.unpermute);
+  timers_.stop(pair, compute, CudaPhaseTimers::kUnpermute);
 }
 
 }  // namespace moebench

@@ -7,16 +7,20 @@
 //           int32 per peer), then every exchange moves only kept rows;
 //   padded: fixed [E_local, C] blocks per peer, padding rows zero, no count exchange.
 //
-// set_plan waits for the plan's load (a device-to-host copy) and, for ragged, for the count
-// exchange: NCCL needs the row counts on the host, as MPI_Alltoallv does.
+// On one rank, as the CPU Dispatcher, the send layout *is* the expert-major layout (one
+// source, blocks in expert order; padded: [E, C] blocks with zero padding either way), so
+// nothing is exchanged or reordered and no exchange buffer is allocated: rows are packed
+// straight into the caller's expert-major buffer and gathered straight from it, all on the
+// compute stream. The exchange timings (count exchange included) stay zero; bytes_sent and
+// count_bytes_sent still count the rows and counts, as self-sends, as the CPU's do.
 //
-// Timings and bytes as the CPU Dispatcher's (DispatchTimings, bytes_sent): every phase is
-// bracketed by a pair of CUDA events on the stream that runs it (permute and unpermute on the
-// compute stream, exchanges on the communication stream) and the host waits for its stop
-// event, so the figures are device time and each call returns with its work done. Unlike
-// the CPU Dispatcher, one rank still goes through NCCL (a copy to itself).
+// set_plan waits for the plan's load (a device-to-host copy) and, for ragged on several ranks,
+// for the count exchange: NCCL needs the row counts on the host, as MPI_Alltoallv does.
+// Nothing else waits: the phase timers (CudaPhaseTimers) record CUDA events and are read
+// only by timings().
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -26,6 +30,49 @@
 
 namespace moebench {
 
+// DispatchTimings from CUDA events, with no host wait in the step. Each timed phase takes a
+// pair of events from a ring of kPairs pairs created once (default flags: timing enabled),
+// records start and stop on the stream that runs the phase and leaves the pair pending;
+// resolve() waits for each pending pair's stop event, adds its elapsed device time to the
+// field it belongs to and returns the sums. When every pair is pending, start() first
+// resolves the oldest one: it is kPairs phases old (about five steps), so normally long done
+// and the wait nil; memory stays bounded and no time is lost. Phases do not nest: a pair is
+// started and stopped before the next one starts.
+class CudaPhaseTimers {
+ public:
+  // Where a pair's time goes: DispatchTimings::permute, unpermute, count_exchange, or
+  // exchange[phase] for kExchange + phase.
+  static constexpr int kPermute = 0, kUnpermute = 1, kCountExchange = 2, kExchange = 3;
+  // About five steps: a step on several ranks times 13 phases (the count exchange, then
+  // three in each of the four calls: a permute or unpermute, the exchange, a reorder).
+  static constexpr int kPairs = 64;
+
+  CudaPhaseTimers();
+  ~CudaPhaseTimers();
+  CudaPhaseTimers(const CudaPhaseTimers&) = delete;
+  CudaPhaseTimers& operator=(const CudaPhaseTimers&) = delete;
+
+  // Records the start event of the next free pair on `stream`; returns the pair for stop().
+  int start(CUstream_st* stream);
+  // Records the pair's stop event on `stream` (the stream start() was given); the pair is
+  // then pending, its time going to `field`.
+  void stop(int pair, CUstream_st* stream, int field);
+  // Waits for every pending pair and adds it in; the sums since the last reset (seconds).
+  const DispatchTimings& resolve();
+  // Zero sums; pending pairs are dropped without waiting (their work predates the reset).
+  void reset();
+  int pending() const { return pending_; }
+
+ private:
+  void resolve_oldest();
+  void destroy_events() noexcept;
+
+  std::array<CUevent_st*, kPairs> start_events_{}, stop_events_{};
+  std::array<int, kPairs> field_{};  // where each pending pair's time goes
+  int oldest_ = 0, pending_ = 0;     // pending pairs: oldest_, oldest_ + 1, ... mod kPairs
+  DispatchTimings totals_;
+};
+
 class CudaDispatcher {
  public:
   CudaDispatcher(CudaContext& context, int num_experts, int d_model, DispatchMode mode);
@@ -34,12 +81,15 @@ class CudaDispatcher {
   void reserve(const RoutingConfig& config, int max_tokens);
 
   // Collective. Derives the layouts from the plan (which must stay alive and unchanged
-  // until the next set_plan).
+  // until the next set_plan). Must precede the calls below for this plan.
   void set_plan(const DeviceRoutingPlan& plan);
 
-  // The four phases, as Dispatcher; all pointers are device memory.
+  // The four phases, as Dispatcher; all pointers are device memory. Each call enqueues its
+  // work and returns without waiting for it.
   void dispatch(float* expert_in, const float* x);                        // [N, d] <- [T, d]
+  // On one rank combine_backward reads expert_out again: it must not change in between.
   void combine(float* y, const float* expert_out);                        // [T, d] <- [N, d]
+  // d_expert_out [N, d], d_gate [T, slots] <- dy [T, d]; after combine of the same plan.
   void combine_backward(float* d_expert_out, float* d_gate, const float* dy);
   void dispatch_backward(float* dx, const float* d_expert_in);            // dx += ...
 
@@ -49,20 +99,27 @@ class CudaDispatcher {
   int64_t max_expert_rows() const { return max_expert_rows_; }
   // Bytes of token rows sent to each rank by the last set_plan's layout, one exchange.
   const std::vector<int64_t>& send_bytes_per_peer() const { return send_bytes_; }
-  // As Dispatcher: bytes_sent()[phase][dst] summed since the last reset, and device seconds.
+  // As Dispatcher: bytes_sent()[phase][dst] summed since the last reset, self-sends included.
   const std::vector<std::vector<int64_t>>& bytes_sent() const { return bytes_sent_; }
   int64_t count_bytes_sent() const { return count_bytes_sent_; }
-  const DispatchTimings& timings() const { return timings_; }
+  // Device seconds per phase since the last reset. Waits for the phases still pending
+  // (the host blocks until their work is done), so read it outside the timed loop.
+  const DispatchTimings& timings() { return timers_.resolve(); }
+  int pending_timings() const { return timers_.pending(); }  // event pairs not yet read
+  // Zeroes bytes and timings; timings still pending are dropped, not waited for.
   void reset_counters();
 
  private:
+  bool exchanging() const { return size_ > 1; }
   void exchange(bool forward, const float* send, float* recv, int phase);
+  void count_sent(int phase, const std::vector<int64_t>& floats_to_peer);  // into bytes_sent_
+  // Where rows are packed in the send layout: send_buffer_, or on one rank expert_major.
+  float* send_rows(float* expert_major);
+  // send_rows(expert_major) -> exchange to the experts -> expert_major [N, d].
   void deliver_to_experts(float* expert_major, int phase);
-  void return_to_sources(float* landing, const float* expert_major, int phase);
-  // Records the start event on `stream`; stop() records the stop event there, waits for it
-  // and adds the elapsed device time to `sink`.
-  void start_timer(CUstream_st* stream);
-  void stop_timer(CUstream_st* stream, double& sink);
+  // expert_major [N, d] -> exchange back to the sources -> landing (send layout). Returns
+  // where the rows are in the send layout: landing, or on one rank expert_major itself.
+  const float* return_to_sources(float* landing, const float* expert_major, int phase);
 
   CudaContext& context_;
   int rank_ = 0, size_ = 1;
@@ -81,18 +138,19 @@ class CudaDispatcher {
   std::vector<int64_t> send_bytes_;         // [P]
   std::vector<int64_t> peer_rows_recv_;     // [P] rows received from each peer
 
-  // Device.
+  // Device; the count and block arrays and the exchange buffers are empty on one rank.
   DeviceArray<int64_t> send_offsets_;       // [E + 1]
   DeviceArray<int32_t> recv_counts_device_; // [P, E_local]
   DeviceArray<int64_t> block_source_device_, block_expert_device_;  // [P, E_local]
   DeviceArray<int32_t> block_rows_device_;  // [P, E_local]
   DeviceArray<float> send_buffer_;          // [send rows, d]
-  DeviceArray<float> returned_rows_;        // [send rows, d]
+  DeviceArray<float> returned_rows_;        // [send rows, d] expert outputs back at the source
   DeviceArray<float> recv_buffer_;          // [expert rows, d] source-major
+  const float* returned_ = nullptr;         // combine's expert outputs, send layout:
+                                            // returned_rows_ or, on one rank, its expert_out
   int64_t max_send_rows_ = 0, max_expert_rows_ = 0;
 
-  CudaEventTimer timer_;
-  DispatchTimings timings_;
+  CudaPhaseTimers timers_;
   std::vector<std::vector<int64_t>> bytes_sent_;  // [phase][P]
   int64_t count_bytes_sent_ = 0;
 };

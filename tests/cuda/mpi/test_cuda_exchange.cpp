@@ -5,10 +5,15 @@
 //  - nccl_allreduce_average against MPI_Allreduce / P;
 //  - CudaDispatcher against the CPU Dispatcher (ragged and padded, token choice with drops):
 //    routing plans on each side from the same logits, then dispatch, combine,
-//    combine_backward and dispatch_backward compared (tolerances below).
+//    combine_backward and dispatch_backward compared (tolerances below). On one rank this is
+//    the path without exchange (rows packed into and read from the expert-major buffers);
+//  - combine_backward refused before combine of the current plan, as on the CPU;
+//  - the phase timers: pending event pairs resolved by timings(), dropped by reset_counters(),
+//    and a ring that stays bounded over more phases than it holds.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -192,8 +197,12 @@ void expect_pass_matches_cpu(const RoutingConfig& config, DispatchMode mode, int
   DeviceArray<float> dx_device = test::to_device(dx_start, stream);
   DeviceArray<float> expert_out_device = test::to_device(expert_out, stream);
   DeviceArray<float> d_expert_in_device = test::to_device(d_expert_in, stream);
-  DeviceArray<float> expert_in(expert_out.size()), y(x.size()), d_expert_out(expert_out.size()),
-      d_gate(cpu_d_gate.size());
+  // Outputs start as garbage: every row, padding included, and every d_gate must be written.
+  const std::vector<float> garbage_rows(expert_out.size(), -7.0f);
+  DeviceArray<float> expert_in = test::to_device(garbage_rows, stream);
+  DeviceArray<float> d_expert_out = test::to_device(garbage_rows, stream);
+  DeviceArray<float> y = test::to_device(std::vector<float>(x.size(), -7.0f), stream);
+  DeviceArray<float> d_gate = test::to_device(std::vector<float>(cpu_d_gate.size(), -7.0f), stream);
   gpu.dispatch(expert_in.data(), x_device.data());
   gpu.combine(y.data(), expert_out_device.data());
   gpu.combine_backward(d_expert_out.data(), d_gate.data(), dy_device.data());
@@ -215,18 +224,27 @@ void expect_pass_matches_cpu(const RoutingConfig& config, DispatchMode mode, int
                        test::max_abs(expert_out.data(), expert_out.size());
   EXPECT_LE(test::max_abs_diff(got_d_gate.data(), cpu_d_gate.data(), cpu_d_gate.size()), bound)
       << "d_gate";
-  // Counters, summed over the passes so far: the CPU dispatcher's bytes per phase and peer,
-  // and device time in every phase.
+  // Counters, summed over the passes so far: the CPU dispatcher's bytes per phase and peer
+  // (self-sends included, on one rank too), and device time in every phase that runs: on one
+  // rank nothing is exchanged, so the exchanges and the count exchange stay 0.
   EXPECT_EQ(gpu.bytes_sent(), cpu.bytes_sent());
   EXPECT_EQ(gpu.count_bytes_sent(), cpu.count_bytes_sent());
+  const bool exchanging = world_size() > 1;
   const DispatchTimings& timings = gpu.timings();
+  EXPECT_EQ(gpu.pending_timings(), 0);
   EXPECT_GT(timings.permute, 0.0);
   EXPECT_GT(timings.unpermute, 0.0);
   for (int phase = 0; phase < kNumExchangePhases; ++phase) {
-    EXPECT_GT(timings.exchange[phase], 0.0) << exchange_phase_name(phase);
+    if (exchanging) {
+      EXPECT_GT(timings.exchange[phase], 0.0) << exchange_phase_name(phase);
+    } else {
+      EXPECT_EQ(timings.exchange[phase], 0.0) << exchange_phase_name(phase);
+    }
   }
-  if (mode == DispatchMode::ragged) {
+  if (mode == DispatchMode::ragged && exchanging) {
     EXPECT_GT(timings.count_exchange, 0.0);
+  } else {
+    EXPECT_EQ(timings.count_exchange, 0.0);
   }
   std::printf("  rank %d %s %s d=%d pass %d: %lld expert rows\n", rank, to_string(config.router),
               to_string(mode), d, pass, static_cast<long long>(N));
@@ -264,6 +282,115 @@ TEST(CudaDispatcher, MatchesCpuDispatcher) {
     expect_dispatcher_matches_cpu(topk, mode, 64, context);  // float4 rows
     expect_dispatcher_matches_cpu(softk, mode, 30, context);  // scalar rows
   }
+}
+
+// A ragged top-2 plan over 8 experts routed on the GPU from seeded logits, rows x [T, d] and
+// a dispatcher reserved for them, with room for its expert-major rows.
+struct DispatcherSetup {
+  static constexpr int kWidth = 64;  // d
+  RoutingConfig config = test::make_config(RouterKind::topk_hard, 8, 2, 1.0);
+  DeviceRoutingPlan plan;
+  DeviceArray<float> logits, x;
+  CudaDispatcher gpu;
+  DeviceArray<float> expert_rows;
+
+  explicit DispatcherSetup(CudaContext& context)
+      : gpu(context, config.num_experts, kWidth, DispatchMode::ragged) {
+    const uint64_t rank = static_cast<uint64_t>(world_rank());
+    CUstream_st* stream = context.compute_stream();
+    plan.reserve(config, kTokens);
+    logits = test::to_device(
+        normal(static_cast<size_t>(kTokens) * config.num_experts, 43, 10 * rank), stream);
+    cuda_route(plan, logits.data(), nullptr, nullptr, kTokens, config, stream);
+    x = test::to_device(normal(static_cast<size_t>(kTokens) * kWidth, 43, 10 * rank + 1), stream);
+    gpu.reserve(config, kTokens);
+    expert_rows.resize(static_cast<size_t>(gpu.max_expert_rows()) * kWidth);
+  }
+};
+
+// combine_backward reads combine's expert outputs (on one rank the caller's expert_out
+// itself): before combine of the current plan it refuses, as the CPU Dispatcher does. Every
+// rank refuses before communicating, so the ranks stay in step.
+TEST(CudaDispatcher, CombineBackwardNeedsCombineOfThePlan) {
+  MOEBENCH_REQUIRE_GPU();
+  DispatcherSetup setup(context);
+  CudaDispatcher& gpu = setup.gpu;
+  DeviceArray<float> y(setup.x.size()), dy(setup.x.size()), d_rows(setup.expert_rows.size());
+  DeviceArray<float> d_gate(static_cast<size_t>(kTokens) * setup.plan.slots);
+  fill_zero(dy.data(), dy.bytes(), context.compute_stream());
+  gpu.set_plan(setup.plan);
+  EXPECT_THROW(gpu.combine_backward(d_rows.data(), d_gate.data(), dy.data()), Error);
+  gpu.dispatch(setup.expert_rows.data(), setup.x.data());
+  gpu.combine(y.data(), setup.expert_rows.data());
+  EXPECT_NO_THROW(gpu.combine_backward(d_rows.data(), d_gate.data(), dy.data()));
+  gpu.set_plan(setup.plan);  // a new plan: its combine has not run
+  EXPECT_THROW(gpu.combine_backward(d_rows.data(), d_gate.data(), dy.data()), Error);
+  context.synchronize();
+}
+
+double total_seconds(const DispatchTimings& t) {
+  double total = t.permute + t.unpermute + t.count_exchange;
+  for (double seconds : t.exchange) total += seconds;
+  return total;
+}
+
+// The phase timers leave their event pairs pending until timings() reads them: reading
+// resolves every pending pair into the sums (which keep accumulating), reset_counters() drops
+// the pending pairs, and more phases than the ring holds resolve the oldest pairs on the way,
+// the ring staying bounded.
+TEST(CudaDispatcher, TimingsResolvePendingPairs) {
+  MOEBENCH_REQUIRE_GPU();
+  DispatcherSetup setup(context);
+  CudaDispatcher& gpu = setup.gpu;
+  const bool exchanging = world_size() > 1;
+  // Dispatch's timed phases: the permute; on several ranks also the exchange and the reorder.
+  const int pairs_per_dispatch = exchanging ? 3 : 1;
+  auto dispatch = [&] { gpu.dispatch(setup.expert_rows.data(), setup.x.data()); };
+
+  gpu.set_plan(setup.plan);
+  dispatch();
+  EXPECT_GE(gpu.pending_timings(), pairs_per_dispatch);  // (+ the count exchange, several ranks)
+  gpu.reset_counters();
+  EXPECT_EQ(gpu.pending_timings(), 0);
+  EXPECT_EQ(total_seconds(gpu.timings()), 0.0) << "pairs pending at the reset were read";
+
+  dispatch();
+  dispatch();
+  EXPECT_EQ(gpu.pending_timings(), 2 * pairs_per_dispatch);
+  const DispatchTimings two = gpu.timings();  // a copy: the sums change below
+  EXPECT_EQ(gpu.pending_timings(), 0);
+  EXPECT_TRUE(std::isfinite(two.permute));
+  EXPECT_GT(two.permute, 0.0);
+  if (exchanging) {
+    EXPECT_TRUE(std::isfinite(two.exchange[kDispatchForward]));
+    EXPECT_GT(two.exchange[kDispatchForward], 0.0);
+  } else {
+    EXPECT_EQ(two.exchange[kDispatchForward], 0.0);
+  }
+  EXPECT_EQ(two.unpermute, 0.0);
+  dispatch();
+  const DispatchTimings three = gpu.timings();
+  EXPECT_GT(three.permute, two.permute) << "a third dispatch adds to the sum";
+  EXPECT_GE(three.exchange[kDispatchForward], two.exchange[kDispatchForward]);
+
+  // Twice the ring's pairs and more without reading: the oldest are resolved on the way.
+  gpu.reset_counters();
+  const int dispatches = 2 * CudaPhaseTimers::kPairs / pairs_per_dispatch + 1;
+  int most_pending = 0;
+  for (int i = 0; i < dispatches; ++i) {
+    dispatch();
+    most_pending = std::max(most_pending, gpu.pending_timings());
+  }
+  EXPECT_EQ(most_pending, CudaPhaseTimers::kPairs);
+  const DispatchTimings many = gpu.timings();
+  EXPECT_EQ(gpu.pending_timings(), 0);
+  EXPECT_TRUE(std::isfinite(many.permute));
+  EXPECT_GT(many.permute, three.permute) << dispatches << " dispatches against 3";
+  for (int p = 0; p < world_size(); ++p) {
+    EXPECT_EQ(gpu.bytes_sent()[kDispatchForward][p], dispatches * gpu.send_bytes_per_peer()[p])
+        << "peer " << p;
+  }
+  context.synchronize();
 }
 
 }  // namespace
