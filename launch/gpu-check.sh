@@ -7,12 +7,13 @@
 #   3. runs the GPU benchmark (bench/cuda/bench_cuda.cpp), `moebench alltoall --backend cuda`
 #      on one rank (NCCL between device buffers; every element checked) and `moebench capacity
 #      --backend cuda` on one rank (routing, permute and exchange on the GPU; every token
-#      checked);
+#      checked), and `moebench train --backend cuda` on the quickstart configuration, one rank
+#      (tokens per second and the validation bits per byte);
 #   4. prints a short report; logs and the report go to out/gpu-check/ (OUT_DIR).
 # Exit status 0 only if the build, the tests and the benchmarks' own checks all pass.
 # Designed to finish well within 10 minutes on one H200 (16 cores): the build takes most of it.
 # Every stage has its own time limit (tests 240 s, benchmark 150 s, alltoall 60 s, capacity
-# 60 s) and prints a line when it ends, so a hang costs one stage and the rest of the report still comes out; on a
+# 60 s, train 90 s) and prints a line when it ends, so a hang costs one stage and the rest of the report still comes out; on a
 # lent machine, run it with OUT_DIR="$OUT" so that the logs come back.
 # The Debian packages of launch/setup.sh must already be installed (this script installs
 # nothing). Environment: BUILD_DIR (build-cuda), OUT_DIR (out/gpu-check),
@@ -75,6 +76,10 @@ timeout -k 10 60 launch/mpirun.sh -np 1 "$build_dir/moebench" capacity --backend
   --iters 20 --out "$out_dir/capacity.h5" >"$out_dir/capacity.log" 2>&1
 capacity_status=$?
 echo "gpu-check: capacity exit $capacity_status"
+timeout -k 10 90 launch/mpirun.sh -np 1 "$build_dir/moebench" train --backend cuda \
+  --config configs/quickstart.ini --out "$out_dir/train.h5" >"$out_dir/train.log" 2>&1
+train_status=$?
+echo "gpu-check: train exit $train_status"
 bench_s=$(( $(elapsed) - build_s - test_s ))
 
 # 4. Report.
@@ -102,16 +107,19 @@ bench_s=$(( $(elapsed) - build_s - test_s ))
   echo "## moebench capacity --backend cuda, 1 rank (exit $capacity_status)"
   grep -vE "^  [a-z-]+ \.\.\." "$out_dir/capacity.log" | tail -n 20
   echo
+  echo "## moebench train --backend cuda --config configs/quickstart.ini, 1 rank (exit $train_status)"
+  grep -E "^# (model|data|done|final|where)|^step +[0-9]+/|^eval|error" "$out_dir/train.log" | tail -n 24
+  echo
   if [ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ] && [ "$alltoall_status" -eq 0 ] &&
-     [ "$capacity_status" -eq 0 ]; then
+     [ "$capacity_status" -eq 0 ] && [ "$train_status" -eq 0 ]; then
     if grep -q "Skipped" "$out_dir/ctest.log"; then
       echo "# GPU check: OK (some GPU tests skipped: see above)"
     else
       echo "# GPU check: OK"
     fi
   else
-    echo "# GPU check: FAILED (tests exit $test_status, benchmark exit $bench_status, alltoall exit $alltoall_status, capacity exit $capacity_status)"
+    echo "# GPU check: FAILED (tests exit $test_status, benchmark exit $bench_status, alltoall exit $alltoall_status, capacity exit $capacity_status, train exit $train_status)"
   fi
 } | tee "$report"
 [ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ] && [ "$alltoall_status" -eq 0 ] &&
-  [ "$capacity_status" -eq 0 ]
+  [ "$capacity_status" -eq 0 ] && [ "$train_status" -eq 0 ]

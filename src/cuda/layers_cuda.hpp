@@ -17,8 +17,9 @@
 //  - Exactness against the CPU: the embedding (both passes), residual and the cross-entropy
 //    backward run the CPU's float operations in the CPU's order and give the same bits; the
 //    embedding gradients add the rows into the gradient one at a time in row order, as
-//    encoder_backward does. LayerNorm and softmax keep the CPU's double row sums (so mean,
-//    rstd and the softmax denominator agree to the float rounding); the GPU's exp is CUDA's
+//    encoder_backward does. LayerNorm keeps the CPU's double row sums (so mean and rstd
+//    agree to the float rounding); the softmax denominator is summed in double, where the CPU
+//    adds 16 float lanes and combines them in double (a few 1e-7 relative apart); the GPU's exp is CUDA's
 //    expf (<= 2 ulp) where the CPU uses fast_exp (<= 2e-7 relative). LayerNorm's parameter
 //    gradients are summed in chunks of rows, so they differ from the CPU's one running sum by
 //    float rounding. AdamW runs the CPU's operations in the CPU's order; nvcc may fuse a
@@ -114,7 +115,7 @@ void cuda_residual_backward(float* dinp1, float* dinp2, const float* dout, int64
                             CUstream_st* stream);
 
 // ---- softmax cross-entropy ---------------------------------------------------------------
-// probs [N, V] = softmax(logits) (expf, the denominator in double); losses [N] = logsumexp -
+// probs [N, V] = softmax(logits) (expf, the denominator summed in double); losses [N] = logsumexp -
 // logit of the target. logits [N, V]; targets [N] (checked on the host). One block per row.
 void cuda_crossentropy_softmax_forward(float* losses, float* probs, const float* logits,
                                        const int32_t* targets, int N, int V, CUstream_st* stream);

@@ -350,8 +350,8 @@ __global__ void residual_backward_kernel(float* dinp1, float* dinp2, const float
 
 // ---- softmax cross-entropy ---------------------------------------------------------------
 
-// One block per row n: p = expf(z - max) / sum (sum in double, then multiplied by the float
-// 1 / sum as the CPU); loss = log(sum) - (z[target] - max) in double. The exponentials are
+// One block per row n: p = expf(z - max) / sum (sum in double, where the CPU adds 16 float
+// lanes and combines them in double; then multiplied by the float 1 / sum as the CPU); loss = log(sum) - (z[target] - max) in double. The exponentials are
 // recomputed in the last pass rather than stored and reread.
 __global__ void crossentropy_forward_kernel(float* losses, float* probs, const float* logits,
                                             const int32_t* targets, int V) {

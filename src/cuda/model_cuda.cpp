@@ -96,7 +96,9 @@ CudaMoETransformer::CudaMoETransformer(const ModelConfig& config, CudaContext& c
                                              config_.heads))));
   layernorm_scratch_.resize(
       to_size(cuda_layernorm_backward_scratch_floats(max_batch, max_seq_len, config_.d_model)));
-  context.synchronize();  // set-up done (and the host parameter copy released) before a step
+  // The host parameter copy is gone already (copy_to_device returns once a pageable buffer is
+  // staged); this only finishes the set-up before the first step.
+  context.synchronize();
 }
 
 CudaMoETransformer::~CudaMoETransformer() = default;

@@ -79,8 +79,9 @@ CudaMoELayer::CudaMoELayer(const MoELayerConfig& config, CudaContext& context, i
   d_expert_out_.resize(to_size(N * d));
   d_expert_in_.resize(to_size(N * d));
   d_hidden_.resize(to_size(N * h));
-  // The host copy buffer of the parameters must outlive the uploads (pageable copies are
-  // staged by the driver before cudaMemcpyAsync returns, but wait anyway: it is set-up).
+  // copy_to_device returns once a pageable host buffer is staged (CUDA's documented
+  // behaviour for host-to-device cudaMemcpyAsync), so `host` could be reused at once; this
+  // only finishes the set-up before the first step.
   context.synchronize();
 }
 

@@ -13,8 +13,7 @@
 // Every x, y, dx, dy and token id pointer is device memory; x must stay valid and unchanged
 // from forward() to backward(). Work goes to the context's compute stream (router, routing,
 // permutes, experts) and communication stream (exchanges); forward() waits on the host only
-// where the CudaDispatcher does (set_plan needs the loads, and its phase timers wait for
-// their events). Not on the GPU: --drop-policy prob and top-k above 8 (UsageError, from
+// where the CudaDispatcher does (set_plan needs the loads). Not on the GPU: --drop-policy prob and top-k above 8 (UsageError, from
 // validate_gpu_routing_config).
 #pragma once
 

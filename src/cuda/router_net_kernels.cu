@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cuda_check.hpp"
+#include "moebench/check.hpp"
 #include "gelu_device.cuh"
 #include "router_net_cuda.hpp"
 #include "row_major_gemm.hpp"
@@ -76,11 +77,24 @@ Carved<Pointer> carve(Pointer params, const RouterNetShape& s) {
   return carved;
 }
 
+// The shape every router needs, and the handle on the kernels' stream (the products and the
+// element-wise kernels must be ordered on one stream).
+void check_call(cublasContext* blas, CUstream_st* stream, int num_tokens,
+                const RouterNetShape& s) {
+  MOEBENCH_CHECK(num_tokens >= 0 && s.d_model > 0 && s.num_experts > 0 &&
+                     (s.arch == RouterArch::linear || s.hidden > 0),
+                 "router network: tokens must be >= 0 and d_model, hidden, experts > 0");
+  cudaStream_t bound = nullptr;
+  MOEBENCH_CUBLAS_CHECK(cublasGetStream(blas, &bound));
+  MOEBENCH_CHECK(bound == stream, "the cuBLAS handle must be bound to the router's stream");
+}
+
 }  // namespace
 
 void cuda_router_forward(cublasContext* blas, CUstream_st* stream, float* logits, float* saved,
                          const float* x, const float* params, int num_tokens,
                          const RouterNetShape& s) {
+  check_call(blas, stream, num_tokens, s);
   const int T = num_tokens, d = s.d_model, h = s.hidden, E = s.num_experts;
   if (T == 0) return;
   const Carved<const float*> w = carve(params, s);
@@ -110,6 +124,7 @@ void cuda_router_backward(cublasContext* blas, CUstream_st* stream, float* d_x, 
                           float* scratch, const float* d_logits, const float* x,
                           const float* saved, const float* params, int num_tokens,
                           const RouterNetShape& s) {
+  check_call(blas, stream, num_tokens, s);
   const int T = num_tokens, d = s.d_model, h = s.hidden, E = s.num_experts;
   if (T == 0) return;
   const Carved<const float*> w = carve(params, s);

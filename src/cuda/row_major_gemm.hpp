@@ -9,6 +9,8 @@
 
 #include <cublas_v2.h>
 
+#include <algorithm>
+
 #include "cuda_check.hpp"
 
 namespace moebench::cuda_detail {
@@ -17,7 +19,8 @@ namespace moebench::cuda_detail {
 inline void row_major_sgemm(cublasContext* blas, bool trans_a, bool trans_b, int m, int n, int k,
                             float alpha, const float* a, const float* b, float beta, float* c) {
   if (m == 0 || n == 0) return;
-  const int lda = trans_a ? m : k, ldb = trans_b ? k : n;
+  // With k = 0 (C = beta C) a stored row length can be 0; cuBLAS wants leading dimensions >= 1.
+  const int lda = std::max(1, trans_a ? m : k), ldb = std::max(1, trans_b ? k : n);
   MOEBENCH_CUBLAS_CHECK(cublasSgemm(blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                     trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,
                                     a, lda, &beta, c, n));

@@ -11,9 +11,11 @@
 // both sides: x holds multiples of 1/8 in [-1, 1] and the router weights multiples of 1/64,
 // so every product is a multiple of 2^-9 and every partial sum (|z| < 2^6) is exact in fp32,
 // whatever the order of summation. The mlp routers go through GELU (CUDA's expf against the
-// CPU's exp), so their logits agree to ~1e-7 relative only; their configurations use few
-// tokens, where a decision flipping on a difference that small is improbable (and would show
-// here as a decision mismatch naming the rank, not as a wrong value).
+// CPU's exp), so their logits agree to ~1e-7 relative only, and expert choice ranks tokens by
+// p, which goes through expf against fast_exp; these configurations use few tokens, where a
+// decision flipping on a difference that small is improbable. It would show as a decision
+// mismatch naming the rank (the same every run for these seeds): check for a near-tie there
+// before suspecting the kernels.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
