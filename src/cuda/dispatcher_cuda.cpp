@@ -15,89 +15,6 @@
 
 namespace moebench {
 
-namespace {
-
-double& timing_field(DispatchTimings& timings, int field) {
-  switch (field) {
-    case CudaPhaseTimers::kPermute: return timings.permute;
-    case CudaPhaseTimers::kUnpermute: return timings.unpermute;
-    case CudaPhaseTimers::kCountExchange: return timings.count_exchange;
-    default: return timings.exchange[field - CudaPhaseTimers::kExchange];
-  }
-}
-
-}  // namespace
-
-// ---- CudaPhaseTimers -----------------------------------------------------------------------
-
-CudaPhaseTimers::CudaPhaseTimers() {
-  try {
-    for (int pair = 0; pair < kPairs; ++pair) {
-      MOEBENCH_CUDA_CHECK(cudaEventCreate(&start_events_[pair]));
-      MOEBENCH_CUDA_CHECK(cudaEventCreate(&stop_events_[pair]));
-    }
-  } catch (...) {
-    destroy_events();  // the destructor does not run for a failed constructor
-    throw;
-  }
-}
-
-CudaPhaseTimers::~CudaPhaseTimers() { destroy_events(); }
-
-void CudaPhaseTimers::destroy_events() noexcept {
-  for (auto* events : {&start_events_, &stop_events_}) {
-    for (CUevent_st*& event : *events) {
-      if (event == nullptr) continue;
-      const cudaError_t status = cudaEventDestroy(event);
-      if (status != cudaSuccess) {
-        std::fprintf(stderr, "moebench: cudaEventDestroy failed: %s\n", cudaGetErrorString(status));
-      }
-      event = nullptr;
-    }
-  }
-}
-
-int CudaPhaseTimers::start(CUstream_st* stream) {
-  if (pending_ == kPairs) resolve_oldest();
-  const int pair = (oldest_ + pending_) % kPairs;
-  MOEBENCH_CUDA_CHECK(cudaEventRecord(start_events_[pair], stream));
-  return pair;
-}
-
-void CudaPhaseTimers::stop(int pair, CUstream_st* stream, int field) {
-  MOEBENCH_CHECK(pending_ < kPairs && pair == (oldest_ + pending_) % kPairs,
-                 "CudaPhaseTimers: stop() of a pair that is not the one last started");
-  MOEBENCH_CHECK(field >= kPermute && field < kExchange + kNumExchangePhases,
-                 "CudaPhaseTimers: unknown timing field");
-  MOEBENCH_CUDA_CHECK(cudaEventRecord(stop_events_[pair], stream));
-  field_[pair] = field;
-  ++pending_;
-}
-
-void CudaPhaseTimers::resolve_oldest() {
-  const int pair = oldest_;
-  // The stop event follows the start event on the same stream: both are complete after this.
-  MOEBENCH_CUDA_CHECK(cudaEventSynchronize(stop_events_[pair]));
-  float ms = 0.0f;
-  MOEBENCH_CUDA_CHECK(cudaEventElapsedTime(&ms, start_events_[pair], stop_events_[pair]));
-  timing_field(totals_, field_[pair]) += 1e-3 * static_cast<double>(ms);
-  oldest_ = (oldest_ + 1) % kPairs;
-  --pending_;
-}
-
-const DispatchTimings& CudaPhaseTimers::resolve() {
-  while (pending_ > 0) resolve_oldest();
-  return totals_;
-}
-
-void CudaPhaseTimers::reset() {
-  // Dropped pairs may still be in flight; recording them again later is allowed (an event
-  // stands for its latest record), so nothing waits here.
-  oldest_ = 0;
-  pending_ = 0;
-  totals_ = DispatchTimings{};
-}
-
 // ---- CudaDispatcher ------------------------------------------------------------------------
 
 CudaDispatcher::CudaDispatcher(CudaContext& context, int num_experts, int d_model,
@@ -132,6 +49,15 @@ CudaDispatcher::CudaDispatcher(CudaContext& context, int num_experts, int d_mode
     block_rows_device_.resize(P * EL);
   }
   bytes_sent_.assign(kNumExchangePhases, std::vector<int64_t>(P, 0));
+}
+
+const DispatchTimings& CudaDispatcher::timings() {
+  const std::vector<double>& seconds = timers_.resolve();
+  timings_.permute = seconds[kPermute];
+  timings_.unpermute = seconds[kUnpermute];
+  timings_.count_exchange = seconds[kCountExchange];
+  for (int p = 0; p < kNumExchangePhases; ++p) timings_.exchange[p] = seconds[kExchange + p];
+  return timings_;
 }
 
 void CudaDispatcher::reset_counters() {
@@ -186,7 +112,7 @@ void CudaDispatcher::set_plan(const DeviceRoutingPlan& plan) {
       const int pair = timers_.start(comm);
       nccl_alltoall(plan.load.data(), recv_counts_device_.data(), static_cast<size_t>(EL),
                     ncclInt32, context_.nccl(), comm);
-      timers_.stop(pair, comm, CudaPhaseTimers::kCountExchange);
+      timers_.stop(pair, comm, kCountExchange);
       copy_to_host(recv_counts_.data(), recv_counts_device_.data(),
                    recv_counts_.size() * sizeof(int32_t), comm);
     } else {
@@ -245,7 +171,7 @@ void CudaDispatcher::exchange(bool forward, const float* send, float* recv, int 
   const int pair = timers_.start(comm);
   nccl_alltoallv(send, sc.data(), sd.data(), recv, rc.data(), rd.data(), ncclFloat32,
                  context_.nccl(), comm);
-  timers_.stop(pair, comm, CudaPhaseTimers::kExchange + phase);
+  timers_.stop(pair, comm, kExchange + phase);
   context_.order_after(compute, comm);
   count_sent(phase, sc);
 }
@@ -271,7 +197,7 @@ void CudaDispatcher::deliver_to_experts(float* expert_major, int phase) {
   cuda_copy_blocks(expert_major, recv_buffer_.data(), block_expert_device_.data(),
                    block_source_device_.data(), block_rows_device_.data(),
                    static_cast<int>(block_rows_.size()), d_model_, compute);
-  timers_.stop(pair, compute, CudaPhaseTimers::kPermute);
+  timers_.stop(pair, compute, kPermute);
 }
 
 const float* CudaDispatcher::return_to_sources(float* landing, const float* expert_major,
@@ -285,7 +211,7 @@ const float* CudaDispatcher::return_to_sources(float* landing, const float* expe
   cuda_copy_blocks(recv_buffer_.data(), expert_major, block_source_device_.data(),
                    block_expert_device_.data(), block_rows_device_.data(),
                    static_cast<int>(block_rows_.size()), d_model_, compute);
-  timers_.stop(pair, compute, CudaPhaseTimers::kPermute);
+  timers_.stop(pair, compute, kPermute);
   exchange(false, recv_buffer_.data(), landing, phase);
   return landing;
 }
@@ -299,7 +225,7 @@ void CudaDispatcher::dispatch(float* expert_in, const float* x) {
     cuda_zero_padding_rows(packed, plan, send_offsets_.data(), d_model_, compute);
   }
   cuda_permute(packed, x, plan, send_offsets_.data(), d_model_, compute);
-  timers_.stop(pair, compute, CudaPhaseTimers::kPermute);
+  timers_.stop(pair, compute, kPermute);
   deliver_to_experts(expert_in, kDispatchForward);
 }
 
@@ -309,7 +235,7 @@ void CudaDispatcher::combine(float* y, const float* expert_out) {
   const int pair = timers_.start(compute);
   cuda_gather_to_tokens(y, returned_, *plan_, send_offsets_.data(), d_model_,
                         /*use_gates=*/true, /*accumulate=*/false, compute);
-  timers_.stop(pair, compute, CudaPhaseTimers::kUnpermute);
+  timers_.stop(pair, compute, kUnpermute);
 }
 
 void CudaDispatcher::combine_backward(float* d_expert_out, float* d_gate, const float* dy) {
@@ -324,7 +250,7 @@ void CudaDispatcher::combine_backward(float* d_expert_out, float* d_gate, const 
   }
   cuda_combine_backward(packed, d_gate, dy, returned_, plan, send_offsets_.data(), d_model_,
                         compute);
-  timers_.stop(pair, compute, CudaPhaseTimers::kUnpermute);
+  timers_.stop(pair, compute, kUnpermute);
   deliver_to_experts(d_expert_out, kCombineBackward);
 }
 
@@ -334,7 +260,7 @@ void CudaDispatcher::dispatch_backward(float* dx, const float* d_expert_in) {
   const int pair = timers_.start(compute);
   cuda_gather_to_tokens(dx, rows, *plan_, send_offsets_.data(), d_model_,
                         /*use_gates=*/false, /*accumulate=*/true, compute);
-  timers_.stop(pair, compute, CudaPhaseTimers::kUnpermute);
+  timers_.stop(pair, compute, kUnpermute);
 }
 
 }  // namespace moebench

@@ -20,58 +20,15 @@
 // only by timings().
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <vector>
 
 #include "moebench/cuda.hpp"
 #include "moebench/dispatcher.hpp"
+#include "phase_timers.hpp"
 #include "routing_cuda.hpp"
 
 namespace moebench {
-
-// DispatchTimings from CUDA events, with no host wait in the step. Each timed phase takes a
-// pair of events from a ring of kPairs pairs created once (default flags: timing enabled),
-// records start and stop on the stream that runs the phase and leaves the pair pending;
-// resolve() waits for each pending pair's stop event, adds its elapsed device time to the
-// field it belongs to and returns the sums. When every pair is pending, start() first
-// resolves the oldest one: it is kPairs phases old (about five steps), so normally long done
-// and the wait nil; memory stays bounded and no time is lost. Phases do not nest: a pair is
-// started and stopped before the next one starts.
-class CudaPhaseTimers {
- public:
-  // Where a pair's time goes: DispatchTimings::permute, unpermute, count_exchange, or
-  // exchange[phase] for kExchange + phase.
-  static constexpr int kPermute = 0, kUnpermute = 1, kCountExchange = 2, kExchange = 3;
-  // About five steps: a step on several ranks times 13 phases (the count exchange, then
-  // three in each of the four calls: a permute or unpermute, the exchange, a reorder).
-  static constexpr int kPairs = 64;
-
-  CudaPhaseTimers();
-  ~CudaPhaseTimers();
-  CudaPhaseTimers(const CudaPhaseTimers&) = delete;
-  CudaPhaseTimers& operator=(const CudaPhaseTimers&) = delete;
-
-  // Records the start event of the next free pair on `stream`; returns the pair for stop().
-  int start(CUstream_st* stream);
-  // Records the pair's stop event on `stream` (the stream start() was given); the pair is
-  // then pending, its time going to `field`.
-  void stop(int pair, CUstream_st* stream, int field);
-  // Waits for every pending pair and adds it in; the sums since the last reset (seconds).
-  const DispatchTimings& resolve();
-  // Zero sums; pending pairs are dropped without waiting (their work predates the reset).
-  void reset();
-  int pending() const { return pending_; }
-
- private:
-  void resolve_oldest();
-  void destroy_events() noexcept;
-
-  std::array<CUevent_st*, kPairs> start_events_{}, stop_events_{};
-  std::array<int, kPairs> field_{};  // where each pending pair's time goes
-  int oldest_ = 0, pending_ = 0;     // pending pairs: oldest_, oldest_ + 1, ... mod kPairs
-  DispatchTimings totals_;
-};
 
 class CudaDispatcher {
  public:
@@ -104,7 +61,7 @@ class CudaDispatcher {
   int64_t count_bytes_sent() const { return count_bytes_sent_; }
   // Device seconds per phase since the last reset. Waits for the phases still pending
   // (the host blocks until their work is done), so read it outside the timed loop.
-  const DispatchTimings& timings() { return timers_.resolve(); }
+  const DispatchTimings& timings();
   int pending_timings() const { return timers_.pending(); }  // event pairs not yet read
   // Zeroes bytes and timings; timings still pending are dropped, not waited for.
   void reset_counters();
@@ -150,7 +107,10 @@ class CudaDispatcher {
                                             // returned_rows_ or, on one rank, its expert_out
   int64_t max_send_rows_ = 0, max_expert_rows_ = 0;
 
-  CudaPhaseTimers timers_;
+  // Phases timed into DispatchTimings: permute, unpermute, count exchange, then exchange[p].
+  static constexpr int kPermute = 0, kUnpermute = 1, kCountExchange = 2, kExchange = 3;
+  CudaPhaseTimers timers_{kExchange + kNumExchangePhases};
+  DispatchTimings timings_;
   std::vector<std::vector<int64_t>> bytes_sent_;  // [phase][P]
   int64_t count_bytes_sent_ = 0;
 };

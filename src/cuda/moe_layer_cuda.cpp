@@ -91,17 +91,21 @@ void CudaMoELayer::forward(float* y, const float* x, const int32_t* token_ids, i
   num_tokens_ = num_tokens;
   input_ = x;
   CUstream_st* stream = context_.compute_stream();
+  int pair = timers_.start(stream);
   if (learned_) {
     cuda_router_forward(context_.blas(), stream, logits_.data(), router_saved_.data(), x,
                         router_params_.data(), num_tokens, router_shape_);
   }
   cuda_route(plan_, learned_ ? logits_.data() : nullptr, token_ids, selection_bias_.data(),
              num_tokens, config_.routing, stream);
+  timers_.stop(pair, stream, kRouterPhase);
   dispatcher_.set_plan(plan_);
   dispatcher_.dispatch(expert_in_.data(), x);
+  pair = timers_.start(stream);
   experts_.forward(expert_out_.data(), ExpertActivations{hidden_pre_.data(), hidden_act_.data()},
                    expert_in_.data(), expert_params_view(expert_params_.data(), expert_shape_),
                    dispatcher_.expert_row_offsets());
+  timers_.stop(pair, stream, kExpertsPhase);
   dispatcher_.combine(y, expert_out_.data());
 }
 
@@ -111,21 +115,35 @@ void CudaMoELayer::backward(float* dx, const float* dy) {
   dispatcher_.combine_backward(d_expert_out_.data(), d_gate_.data(), dy);
   // CudaExperts accumulates and leaves experts without rows alone: clearing first makes the
   // gradients overwritten, zeros for an empty expert (MoELayer's GradWrite::overwrite).
+  int pair = timers_.start(stream);
   fill_zero(expert_grads_.data(), expert_grads_.bytes(), stream);
   experts_.backward(d_expert_in_.data(), expert_params_view(expert_grads_.data(), expert_shape_),
                     d_hidden_.data(), d_expert_out_.data(), expert_in_.data(),
                     ExpertActivations{hidden_pre_.data(), hidden_act_.data()},
                     expert_params_view(expert_params_.data(), expert_shape_),
                     dispatcher_.expert_row_offsets());
+  timers_.stop(pair, stream, kExpertsPhase);
   fill_zero(dx, to_size(int64_t{T} * config_.d_model) * sizeof(float), stream);
   dispatcher_.dispatch_backward(dx, d_expert_in_.data());
   if (learned_) {
+    pair = timers_.start(stream);
     cuda_route_backward(d_logits_.data(), d_gate_.data(), plan_, config_.routing, stream);
     fill_zero(router_grads_.data(), router_grads_.bytes(), stream);  // the backward adds
     cuda_router_backward(context_.blas(), stream, dx, router_grads_.data(),
                          router_scratch_.data(), d_logits_.data(), input_, router_saved_.data(),
                          router_params_.data(), T, router_shape_);
+    timers_.stop(pair, stream, kRouterPhase);
   }
+}
+
+MoELayerTimings CudaMoELayer::timings() {
+  const std::vector<double>& seconds = timers_.resolve();
+  return MoELayerTimings{seconds[kRouterPhase], seconds[kExpertsPhase]};
+}
+
+void CudaMoELayer::reset_counters() {
+  timers_.reset();
+  dispatcher_.reset_counters();
 }
 
 void CudaMoELayer::update_balance_bias(MPI_Comm comm) {

@@ -26,6 +26,7 @@
 #include "experts_cuda.hpp"
 #include "moebench/cuda.hpp"
 #include "moebench/moe_layer.hpp"
+#include "phase_timers.hpp"
 #include "routing_cuda.hpp"
 
 namespace moebench {
@@ -66,6 +67,13 @@ class CudaMoELayer {
   // [T, E] router logits of the last forward (learned routers).
   const float* logits() const { return logits_.data(); }
 
+  // Device seconds in the router (network, routing plan and their backward) and the expert
+  // FFNs since the last reset, from CUDA events read now (waits for pending phases; read it
+  // outside the timed work). The dispatcher keeps its own (dispatcher().timings()).
+  MoELayerTimings timings();
+  // Zeroes this layer's and its dispatcher's counters.
+  void reset_counters();
+
  private:
   MoELayerConfig config_;
   CudaContext& context_;
@@ -78,6 +86,8 @@ class CudaMoELayer {
   CudaDispatcher dispatcher_;
   CudaExperts experts_;
   const float* input_ = nullptr;  // x of the last forward (caller-owned)
+  static constexpr int kRouterPhase = 0, kExpertsPhase = 1;
+  CudaPhaseTimers timers_{2};
 
   DeviceArray<float> router_params_, router_grads_;  // [router_param_count]
   DeviceArray<float> expert_params_, expert_grads_;  // [expert_param_count]

@@ -3,10 +3,8 @@
 // sums of squares and AdamW as kernels. The host sees what the training loop reads: the loss,
 // the gradient norm, each MoE layer's plan and logits (downloaded when asked for, once per
 // forward) and the checkpoint buffers (host mirrors synchronised around saving and loading).
-//
-// The router and expert phases are not timed separately on the GPU yet: layer_timings() is
-// zero and their time counts in the trainer's "dense" phase; the dispatcher's phases are
-// CUDA-event times.
+// Phase times are CUDA-event device times (the layers' router and experts, the dispatcher's
+// permutes and exchanges), read once per step after the optimizer.
 #include <mpi.h>
 
 #include <algorithm>
@@ -150,7 +148,7 @@ class CudaTrainBackend final : public TrainBackend {
     }
     return host_logits_[layer].data();
   }
-  MoELayerTimings layer_timings(int /*layer*/) override { return MoELayerTimings{}; }
+  MoELayerTimings layer_timings(int layer) override { return moe_[layer]->timings(); }
   DispatchTimings dispatch_timings(int layer) override {
     return moe_[layer]->dispatcher().timings();
   }
@@ -158,7 +156,7 @@ class CudaTrainBackend final : public TrainBackend {
     return moe_[layer]->dispatcher().bytes_sent();
   }
   void reset_counters() override {
-    for (CudaMoELayer* layer : moe_) layer->dispatcher().reset_counters();
+    for (CudaMoELayer* layer : moe_) layer->reset_counters();
   }
 
   void add_checkpoint_buffers(CheckpointState& state) override {

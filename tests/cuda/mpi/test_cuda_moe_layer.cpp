@@ -5,7 +5,8 @@
 //  - the parameters each backend initialises from the seed: identical bits;
 //  - the routing decisions (experts, kept, positions): identical;
 //  - y, dx, the router and expert gradients: within kTolerance of each tensor's scale;
-//  - balance = bias: the selection bias after update_balance_bias, identical bits.
+//  - balance = bias: the selection bias after update_balance_bias, identical bits;
+//  - the layer's router and expert timings are positive after a step and zero after a reset.
 //
 // Exact decisions need identical logits. For the linear router the test makes them exact on
 // both sides: x holds multiples of 1/8 in [-1, 1] and the router weights multiples of 1/64,
@@ -137,6 +138,15 @@ void run_layer_case(const std::string& name, const MoELayerConfig& config) {
       ok = within("router grads", download(gpu.router_grads(), stream), cpu.router_grads()) && ok;
     }
     ASSERT_TRUE(ok);
+
+    // Both phases were timed (CUDA events, read now), and a reset clears them.
+    const MoELayerTimings timings = gpu.timings();
+    EXPECT_GT(timings.router, 0.0);
+    EXPECT_GT(timings.experts, 0.0);
+    EXPECT_TRUE(std::isfinite(timings.router) && std::isfinite(timings.experts));
+    gpu.reset_counters();
+    EXPECT_EQ(gpu.timings().router, 0.0);
+    EXPECT_EQ(gpu.timings().experts, 0.0);
 
     cpu.update_balance_bias(MPI_COMM_WORLD);
     gpu.update_balance_bias(MPI_COMM_WORLD);
