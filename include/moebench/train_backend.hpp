@@ -15,11 +15,13 @@
 
 #include <mpi.h>
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "moebench/check.hpp"
 #include "moebench/checkpoint.hpp"
 #include "moebench/dispatcher.hpp"
 #include "moebench/model.hpp"
@@ -72,6 +74,36 @@ class TrainBackend {
   virtual void sync_to_host() {}
   virtual void sync_from_host() {}
 };
+
+// Shared by the backends.
+//
+// The global gradient norm from this rank's sums of squares: the replicated groups' (the same
+// on every rank after the average) once, the experts' summed over the ranks and scaled by
+// 1 / ranks^2. Collective.
+inline double global_gradient_norm(double replicated_squares, double expert_squares,
+                                   MPI_Comm comm) {
+  int ranks = 1;
+  MOEBENCH_MPI_CHECK(MPI_Comm_size(comm, &ranks));
+  MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &expert_squares, 1, MPI_DOUBLE, MPI_SUM, comm));
+  const double expert_scale = 1.0 / static_cast<double>(ranks);
+  return std::sqrt(replicated_squares + expert_squares * expert_scale * expert_scale);
+}
+
+// Registers parameter group `group`'s host buffers under the names every checkpoint uses
+// ("group<g>.dense.params", ".adam_m", ".adam_v"; ".experts" for this rank's experts).
+inline void add_group_checkpoint_buffers(CheckpointState& state, size_t group, bool replicated,
+                                         std::vector<float>* params, std::vector<float>* m,
+                                         std::vector<float>* v) {
+  const std::string name = "group" + std::to_string(group) + (replicated ? ".dense" : ".experts");
+  state.buffers.push_back({name + ".params", params});
+  state.buffers.push_back({name + ".adam_m", m});
+  state.buffers.push_back({name + ".adam_v", v});
+}
+
+// The name of MoE layer `layer`'s balancing bias in checkpoints.
+inline std::string selection_bias_checkpoint_name(size_t layer) {
+  return "layer" + std::to_string(layer) + ".selection_bias";
+}
 
 // Collective over comm. B, T: the batch of every step.
 std::unique_ptr<TrainBackend> make_cpu_train_backend(const ModelConfig& config, MPI_Comm comm,

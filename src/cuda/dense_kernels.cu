@@ -11,36 +11,24 @@
 
 #include "cuda_check.hpp"
 #include "dense_cuda.hpp"
+#include "warp_reduce.cuh"
 
 namespace moebench::dense_detail {
 namespace {
 
+using cuda_detail::kFullMask;
+using cuda_detail::kWarpSize;
+using cuda_detail::warp_max;
+using cuda_detail::warp_sum;
+
+
 constexpr int kBlock = 256;
-constexpr int kWarpSize = 32;
 constexpr int kWarpsPerBlock = kBlock / kWarpSize;
 constexpr int64_t kMaxBlocks = 1 << 20;  // grid-stride loops cover the rest
-constexpr unsigned kFullMask = 0xffffffffu;
 
 unsigned blocks_for(int64_t items, int per_block) {
   const int64_t blocks = (items + per_block - 1) / per_block;
   return static_cast<unsigned>(std::min(blocks, kMaxBlocks));
-}
-
-// Butterflies: every lane ends with the same value, combined in a fixed order.
-__device__ __forceinline__ float warp_max(float value) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    value = fmaxf(value, __shfl_xor_sync(kFullMask, value, offset));
-  }
-  return value;
-}
-
-__device__ __forceinline__ float warp_sum(float value) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    value += __shfl_xor_sync(kFullMask, value, offset);
-  }
-  return value;
 }
 
 __device__ __forceinline__ int64_t global_thread() {

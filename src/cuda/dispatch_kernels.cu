@@ -7,12 +7,14 @@
 
 #include "cuda_check.hpp"
 #include "dispatch_cuda.hpp"
+#include "warp_reduce.cuh"
 
 namespace moebench {
 namespace {
 
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kWarpSize = 32;
+using cuda_detail::kFullMask;
+using cuda_detail::kWarpSize;
+
 constexpr int kBlock = 256;
 constexpr int kWarpsPerBlock = kBlock / kWarpSize;
 

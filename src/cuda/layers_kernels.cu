@@ -24,12 +24,16 @@
 #include "cuda_check.hpp"
 #include "layers_cuda.hpp"
 #include "moebench/check.hpp"
+#include "warp_reduce.cuh"
 
 namespace moebench {
 namespace {
 
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kWarpSize = 32;
+using cuda_detail::kFullMask;
+using cuda_detail::kWarpSize;
+using cuda_detail::warp_max;
+using cuda_detail::warp_sum;
+
 constexpr int kBlock = 256;                         // threads per block unless stated
 constexpr int kWarpsPerBlock = kBlock / kWarpSize;  // rows per block in warp-per-row kernels
 constexpr int kColumnThreads = 128;                 // threads per block along a row's columns
@@ -88,24 +92,6 @@ __device__ __forceinline__ void store(float* p, const float (&values)[W]) {
 #pragma unroll
     for (int k = 0; k < W; ++k) p[k] = values[k];
   }
-}
-
-// Butterfly reductions: every lane ends with the same bits (a + b == b + a in IEEE), and the
-// tree depends only on the lane numbers.
-__device__ __forceinline__ double warp_sum(double value) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    value += __shfl_xor_sync(kFullMask, value, offset);
-  }
-  return value;
-}
-
-__device__ __forceinline__ float warp_max(float value) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    value = fmaxf(value, __shfl_xor_sync(kFullMask, value, offset));
-  }
-  return value;
 }
 
 // Over the block (blockDim.x == kBlock, every thread calls): each warp reduces its lanes,

@@ -13,12 +13,16 @@
 
 #include "cuda_check.hpp"
 #include "routing_cuda.hpp"
+#include "warp_reduce.cuh"
 
 namespace moebench {
 namespace {
 
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kWarpSize = 32;
+using cuda_detail::kFullMask;
+using cuda_detail::kWarpSize;
+using cuda_detail::warp_max;
+using cuda_detail::warp_sum;
+
 constexpr int kBlock = 256;                         // threads per block unless stated
 constexpr int kWarpsPerBlock = kBlock / kWarpSize;  // tokens per block in warp-per-token kernels
 constexpr int kRankChunk = 1024;  // entries of the visiting order per chunk (capacity ranks)
@@ -50,22 +54,6 @@ int blocks_for(int64_t items, int per_block) {
   const int64_t blocks = (items + per_block - 1) / per_block;
   MOEBENCH_CHECK(blocks <= INT_MAX, "grid too large");
   return static_cast<int>(blocks);
-}
-
-__device__ __forceinline__ float warp_max(float value) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    value = fmaxf(value, __shfl_xor_sync(kFullMask, value, offset));
-  }
-  return value;
-}
-
-__device__ __forceinline__ double warp_sum(double value) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    value += __shfl_xor_sync(kFullMask, value, offset);
-  }
-  return value;
 }
 
 // The top-k order of routing.cpp: larger score first, ties to the lower index; kNoIndex
@@ -563,7 +551,6 @@ void select_token_choice(DeviceRoutingPlan& plan, const float* logits, const flo
   }
 }
 
-
 // route_backward (routing.cpp), one thread per token, in the CPU's order of operations: dz of
 // the gates (through p for top1's soft gates and expert choice, through the softmax over the
 // selected logits for softk), of the aux loss (through p) and of the z-loss.
@@ -765,8 +752,6 @@ void download_plan(RoutingPlan& host, const DeviceRoutingPlan& plan, CUstream_st
   host.aux_loss = losses[0];
   host.z_loss = losses[1];
 }
-
-
 
 void cuda_route_backward(float* d_logits, const float* d_gate, const DeviceRoutingPlan& plan,
                          const RoutingConfig& config, CUstream_st* stream) {

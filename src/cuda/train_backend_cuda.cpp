@@ -105,9 +105,7 @@ class CudaTrainBackend final : public TrainBackend {
     for (size_t i = 0; i < groups_.size(); ++i) {
       squares[groups_[i]->replicated ? 0 : 1] += squares_host_[i];
     }
-    MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &squares[1], 1, MPI_DOUBLE, MPI_SUM, comm_));
-    const double expert_scale = 1.0 / static_cast<double>(ranks_);
-    return std::sqrt(squares[0] + squares[1] * expert_scale * expert_scale);
+    return global_gradient_norm(squares[0], squares[1], comm_);
   }
 
   void optimizer_step(double learning_rate, double weight_decay, float clip, int step) override {
@@ -162,15 +160,10 @@ class CudaTrainBackend final : public TrainBackend {
   void add_checkpoint_buffers(CheckpointState& state) override {
     for (size_t i = 0; i < groups_.size(); ++i) {
       DeviceGroup& g = *groups_[i];
-      const std::string name =
-          "group" + std::to_string(i) + (g.replicated ? ".dense" : ".experts");
-      state.buffers.push_back({name + ".params", &g.host_params});
-      state.buffers.push_back({name + ".adam_m", &g.host_m});
-      state.buffers.push_back({name + ".adam_v", &g.host_v});
+      add_group_checkpoint_buffers(state, i, g.replicated, &g.host_params, &g.host_m, &g.host_v);
     }
     for (size_t l = 0; l < moe_.size(); ++l) {
-      state.buffers.push_back(
-          {"layer" + std::to_string(l) + ".selection_bias", &moe_[l]->selection_bias()});
+      state.buffers.push_back({selection_bias_checkpoint_name(l), &moe_[l]->selection_bias()});
     }
   }
 

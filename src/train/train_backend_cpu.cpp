@@ -82,9 +82,7 @@ class CpuTrainBackend final : public TrainBackend {
       squares[g.replicated ? 0 : 1] +=
           sum_of_squares(g.grads->data(), static_cast<int64_t>(g.grads->size()));
     }
-    MOEBENCH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &squares[1], 1, MPI_DOUBLE, MPI_SUM, comm_));
-    const double expert_scale = 1.0 / static_cast<double>(ranks_);
-    return std::sqrt(squares[0] + squares[1] * expert_scale * expert_scale);
+    return global_gradient_norm(squares[0], squares[1], comm_);
   }
 
   void optimizer_step(double learning_rate, double weight_decay, float clip, int step) override {
@@ -122,15 +120,11 @@ class CpuTrainBackend final : public TrainBackend {
 
   void add_checkpoint_buffers(CheckpointState& state) override {
     for (size_t g = 0; g < groups_.size(); ++g) {
-      const std::string name =
-          "group" + std::to_string(g) + (groups_[g].replicated ? ".dense" : ".experts");
-      state.buffers.push_back({name + ".params", groups_[g].params});
-      state.buffers.push_back({name + ".adam_m", &groups_[g].m});
-      state.buffers.push_back({name + ".adam_v", &groups_[g].v});
+      add_group_checkpoint_buffers(state, g, groups_[g].replicated, groups_[g].params,
+                                   &groups_[g].m, &groups_[g].v);
     }
     for (size_t l = 0; l < moe_.size(); ++l) {
-      state.buffers.push_back(
-          {"layer" + std::to_string(l) + ".selection_bias", &moe_[l]->selection_bias()});
+      state.buffers.push_back({selection_bias_checkpoint_name(l), &moe_[l]->selection_bias()});
     }
   }
 

@@ -150,6 +150,13 @@ inline std::vector<float> normal(size_t count, uint64_t seed, uint64_t stream) {
   return values;
 }
 
+// values - base, element by element: what an accumulating output added.
+inline std::vector<float> minus(const std::vector<float>& values, const std::vector<float>& base) {
+  std::vector<float> result(values.size());
+  for (size_t i = 0; i < values.size(); ++i) result[i] = values[i] - base[i];
+  return result;
+}
+
 // true on every rank of MPI_COMM_WORLD (a collective: every rank calls it). Tests that go on
 // to collective work check with it, so that every rank stops or none: a rank returning alone
 // would leave the others waiting in an exchange.

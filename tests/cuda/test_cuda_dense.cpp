@@ -37,7 +37,6 @@
 #include "gpu_test_support.hpp"
 #include "moebench/check.hpp"
 #include "moebench/layers.hpp"
-#include "moebench/random.hpp"
 
 namespace moebench {
 namespace {
@@ -49,17 +48,8 @@ constexpr double kAttTolerance = 5e-6;
 constexpr double kAttentionTolerance = 2e-5;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-std::vector<float> normal(size_t count, uint64_t seed, uint64_t stream) {
-  std::vector<float> values(count);
-  for (size_t i = 0; i < count; ++i) values[i] = static_cast<float>(random_normal(seed, stream, i));
-  return values;
-}
-
-std::vector<float> minus(const std::vector<float>& values, const std::vector<float>& base) {
-  std::vector<float> result(values.size());
-  for (size_t i = 0; i < values.size(); ++i) result[i] = values[i] - base[i];
-  return result;
-}
+using test::minus;
+using test::normal;
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;

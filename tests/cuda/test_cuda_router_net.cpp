@@ -68,14 +68,10 @@ void check_router(RouterArch arch, int T, int d, int h, int E) {
         << "saved activations";
   }
   // Increments, so that an overwrite instead of += shows.
-  auto increments = [](std::vector<float> after, const std::vector<float>& before) {
-    for (size_t i = 0; i < after.size(); ++i) after[i] -= before[i];
-    return after;
-  };
   const double dx_diff = test::relative_max_diff(
-      increments(test::to_host(dx_dev.data(), dx.size(), stream), dx_init), increments(dx, dx_init));
+      test::minus(test::to_host(dx_dev.data(), dx.size(), stream), dx_init), test::minus(dx, dx_init));
   const double dp_diff = test::relative_max_diff(
-      increments(test::to_host(dp_dev.data(), P, stream), dp_init), increments(dp, dp_init));
+      test::minus(test::to_host(dp_dev.data(), P, stream), dp_init), test::minus(dp, dp_init));
   EXPECT_LE(dx_diff, kTolerance) << "d_x increment";
   EXPECT_LE(dp_diff, kTolerance) << "d_params increment";
   std::printf("  router %s T=%d: max rel diff logits %.2g, d_x %.2g, d_params %.2g\n",
