@@ -80,7 +80,12 @@ class CudaTrainBackend final : public TrainBackend {
     return model_.forward(tokens, targets, B, T);
   }
   float aux_loss() override { return model_.aux_loss(); }
-  void backward() override { model_.backward(); }
+  // Waits for the backward pass, so that the trainer's clock charges it to the step's compute
+  // (the gradient reduction would wait for it anyway, and be charged for it).
+  void backward() override {
+    model_.backward();
+    context_.synchronize();
+  }
 
   double reduce_gradients() override {
     CUstream_st* compute = context_.compute_stream();

@@ -201,7 +201,12 @@ std::string run_identity(const cli::ParsedCommand& parsed, int ranks) {
                                          "trace-flush", "checkpoint-every", "checkpoint", "resume"};
   std::string identity = "ranks=" + std::to_string(ranks) + "\n";
   for (const auto& [name, value] : parsed.resolved) {
-    if (std::find(free.begin(), free.end(), name) == free.end()) identity += name + "=" + value + "\n";
+    if (std::find(free.begin(), free.end(), name) != free.end()) continue;
+    // The backend is recorded only when it is not the CPU, the one checkpoints were written
+    // by before the option existed: those still resume, and a checkpoint of one backend is
+    // refused by the other.
+    if (name == "backend" && value == "cpu") continue;
+    identity += name + "=" + value + "\n";
   }
   return identity;
 }

@@ -7,7 +7,11 @@
 #  - every step within 2e-2 relative, and the final validation loss within 2e-2: rounding
 #    differences grow through 40 AdamW steps and can flip a near-tied routing decision, after
 #    which the runs are two valid trainings of the same model;
-#  - the trace says backend = cuda and names the device, and passes the CPU run's checks.
+#  - the trace says backend = cuda and names the device, and passes the CPU run's checks;
+#  - checkpoint and resume on the GPU (padded dispatch, bias balancing: the moments, the
+#    parameters and the selection bias go to the host and back): the resumed run's losses are
+#    the uninterrupted run's bit for bit (every GPU kernel sums in a fixed order and cuBLAS
+#    picks the same kernels for the same shapes), and the CPU refuses the GPU's checkpoint.
 # One rank, and two where the node has two GPUs. Without a GPU it prints "GPU tests skipped:
 # ..." and passes (CTest reports it skipped).
 #
@@ -47,4 +51,25 @@ for backend in cpu cuda; do
 done
 expect_success "loss curves agree" -- "$python" "$here/compare_train_traces.py" \
   "$work/hash-cpu.h5" "$work/hash-cuda.h5"
+# Resume on the GPU.
+ckpt=(--steps 12 --warmup 3 --seq-len 32 --batch-size 2 --d-model 32 --heads 2 --layers 2
+      --experts 4 --top-k 2 --router softk --balance bias --dispatch padded --eval-every 100
+      --eval-batches 1 --backend cuda)
+expect_success "final validation" -- "$mpirun" -np 1 "$moebench" train "${ckpt[@]}" \
+  --out "$work/whole.h5"
+expect_success "checkpoint: $work/part.ckpt/step_6$" -- "$mpirun" -np 1 "$moebench" train \
+  "${ckpt[@]}" --checkpoint-every 6 --out "$work/part.h5"
+expect_success "resumed from $work/part.ckpt/step_6 at step 6" -- "$mpirun" -np 1 "$moebench" \
+  train "${ckpt[@]}" --resume "$work/part.ckpt/step_6" --out "$work/rest.h5"
+expect_success "bitwise" -- "$python" -c "
+import h5py
+whole, rest = h5py.File('$work/whole.h5'), h5py.File('$work/rest.h5')
+for name in ('train/loss', 'train/grad_norm', 'routing/layer_0/load', 'eval/loss'):
+    a, b = whole[name][...], rest[name][...]
+    tail = a[6:] if name != 'eval/loss' else a
+    assert tail.tobytes() == b.tobytes(), (name, tail, b)
+print('bitwise')
+"
+expect_failure "it was saved with backend=cuda" -- "$mpirun" -np 1 "$moebench" train \
+  "${ckpt[@]/cuda/cpu}" --resume "$work/part.ckpt/step_6" --out "$work/cpu-resume.h5"
 finish
