@@ -7,13 +7,14 @@
 #   3. runs the GPU benchmark (bench/cuda/bench_cuda.cpp), `moebench alltoall --backend cuda`
 #      on one rank (NCCL between device buffers; every element checked) and `moebench capacity
 #      --backend cuda` on one rank (routing, permute and exchange on the GPU; every token
-#      checked), and `moebench train --backend cuda` on the quickstart configuration, one rank
-#      (tokens per second and the validation bits per byte);
+#      checked), and `moebench train --backend cuda` on one rank: the quickstart configuration
+#      (tokens per second, validation bits per byte) and 40 steps of the larger-scale one
+#      (tokens per second);
 #   4. prints a short report; logs and the report go to out/gpu-check/ (OUT_DIR).
 # Exit status 0 only if the build, the tests and the benchmarks' own checks all pass.
 # Designed to finish well within 10 minutes on one H200 (16 cores): the build takes most of it.
 # Every stage has its own time limit (tests 240 s, benchmark 150 s, alltoall 60 s, capacity
-# 60 s, train 90 s) and prints a line when it ends, so a hang costs one stage and the rest of the report still comes out; on a
+# 60 s, each training run 90 s) and prints a line when it ends, so a hang costs one stage and the rest of the report still comes out; on a
 # lent machine, run it with OUT_DIR="$OUT" so that the logs come back.
 # The Debian packages of launch/setup.sh must already be installed (this script installs
 # nothing). Environment: BUILD_DIR (build-cuda), OUT_DIR (out/gpu-check),
@@ -79,6 +80,13 @@ echo "gpu-check: capacity exit $capacity_status"
 timeout -k 10 90 launch/mpirun.sh -np 1 "$build_dir/moebench" train --backend cuda \
   --config configs/quickstart.ini --out "$out_dir/train.h5" >"$out_dir/train.log" 2>&1
 train_status=$?
+# The larger-scale model (d 512, 4 blocks, E 32, T 256) for its tokens/s: 40 steps, one
+# evaluation at the end.
+timeout -k 10 90 launch/mpirun.sh -np 1 "$build_dir/moebench" train --backend cuda \
+  --config configs/larger_scale.ini --steps 40 --warmup 10 --eval-batches 2 --log-every 10 \
+  --out "$out_dir/train_large.h5" >"$out_dir/train_large.log" 2>&1
+train_large_status=$?
+[ "$train_status" -eq 0 ] && train_status=$train_large_status
 echo "gpu-check: train exit $train_status"
 bench_s=$(( $(elapsed) - build_s - test_s ))
 
@@ -107,8 +115,11 @@ bench_s=$(( $(elapsed) - build_s - test_s ))
   echo "## moebench capacity --backend cuda, 1 rank (exit $capacity_status)"
   grep -vE "^  [a-z-]+ \.\.\." "$out_dir/capacity.log" | tail -n 20
   echo
-  echo "## moebench train --backend cuda --config configs/quickstart.ini, 1 rank (exit $train_status)"
+  echo "## moebench train --backend cuda --config configs/quickstart.ini, 1 rank"
   grep -E "^# (model|data|done|final|where)|^step +[0-9]+/|^eval|error" "$out_dir/train.log" | tail -n 24
+  echo
+  echo "## moebench train --backend cuda --config configs/larger_scale.ini --steps 40, 1 rank"
+  grep -E "^# (model|done|final|where)|^step +[0-9]+/|error" "$out_dir/train_large.log" | tail -n 12
   echo
   if [ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ] && [ "$alltoall_status" -eq 0 ] &&
      [ "$capacity_status" -eq 0 ] && [ "$train_status" -eq 0 ]; then
