@@ -4,10 +4,13 @@
 //  1. Device: name, SMs, theoretical peak DRAM bandwidth (2 x memory clock x bus width) and
 //     the bandwidth a device-to-device cudaMemcpy reaches (bytes read + written / time).
 //  2. Expert GEMMs: forward and forward + backward of E_local expert FFNs (d -> h -> d) over
-//     N rows, even and Zipf-skewed (two experts empty), per-expert sgemm and grouped GEMM, in
-//     TFLOP/s (GEMM FLOPs only: forward 4 N d h, backward 8 N d h) and as a fraction of one
-//     large square cuBLAS sgemm measured in the same run, and of one dense [N, d] x [d, h]
-//     product (all rows through a single expert: what grouping can reach at best).
+//     N rows, even and Zipf-skewed (two experts empty), per-expert and grouped GEMM, with fp32
+//     products and with bf16 operands (fp32 accumulation; the fp32 -> bf16 conversions are
+//     part of the time), in TFLOP/s (GEMM FLOPs only: forward 4 N d h, backward 8 N d h) and
+//     as a fraction of one large square cuBLAS product of the same precision measured in the
+//     same run (sgemm; bf16 cublasGemmEx with fp32 accumulation and output), and for fp32 of
+//     one dense [N, d] x [d, h] product (all rows through a single expert: what grouping can
+//     reach at best).
 //  3. Router and permute: linear router logits (cuBLAS), cuda_route, permute and combine for T
 //     tokens, E experts, k = 2, CF 1.25; achieved bandwidth = compulsory bytes / time (bytes
 //     each kernel must read and write at least, listed per row) against the peak and the copy.
@@ -15,11 +18,13 @@
 // Every time is the median of --iters CUDA-event timings after --warmup untimed runs.
 // Afterwards (outside the timed loops) results are checked against the CPU reference: the
 // routing plan exactly (route()), the permuted rows bit for bit, and expert outputs of sampled
-// rows against a double-precision evaluation; the last line says OK or FAILED (exit 1).
+// rows (fp32 and bf16 products) against a double-precision evaluation; the last line says OK
+// or FAILED (exit 1).
 //
 // Usage: bench_cuda [--quick] [--iters N] [--warmup N] [--tokens T] [--experts E]
 //                   [--d-model d] [--d-hidden h] [--local-experts EL] [--expert-rows N]
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 #include <mpi.h>
 
@@ -194,9 +199,10 @@ int run(const Options& o) {
 
   // ---- 2. expert GEMMs ----
   const float one = 1.0f, zero = 0.0f;
-  double square_tflops = 0.0;
+  double square_tflops = 0.0, square_bf16_tflops = 0.0;
   {
     const int n = o.square;
+    const double flops = 2.0 * n * double(n) * n;
     DeviceArray<float> a(static_cast<size_t>(n) * n), b(a.size()), c(a.size());
     fill_zero(a.data(), a.bytes(), stream);
     fill_zero(b.data(), b.bytes(), stream);
@@ -204,17 +210,31 @@ int run(const Options& o) {
       MOEBENCH_CUBLAS_CHECK(cublasSgemm(context.blas(), CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one,
                                         a.data(), n, b.data(), n, &zero, c.data(), n));
     });
-    square_tflops = 2.0 * n * double(n) * n / (ms * 1e9);
+    square_tflops = flops / (ms * 1e9);
+    // The bf16 baseline: bf16 A and B, fp32 accumulation and C, as the bf16 expert products.
+    DeviceArray<__nv_bfloat16> a16(a.size()), b16(a.size());
+    fill_zero(a16.data(), a16.bytes(), stream);
+    fill_zero(b16.data(), b16.bytes(), stream);
+    const double bf16_ms = time_ms(o, stream, [&] {
+      MOEBENCH_CUBLAS_CHECK(cublasGemmEx(context.blas(), CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one,
+                                         a16.data(), CUDA_R_16BF, n, b16.data(), CUDA_R_16BF, n,
+                                         &zero, c.data(), CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+                                         CUBLAS_GEMM_DEFAULT));
+    });
+    square_bf16_tflops = flops / (bf16_ms * 1e9);
   }
   const int EL = o.local_experts, d = o.d_model, h = o.d_hidden;
   const int64_t N = o.expert_rows;
   const double row_count = static_cast<double>(N);
   const ExpertShape shape{EL, d, h};
   double dense_tflops = 0.0;
-  std::printf("\n## Expert GEMMs (fp32, no TF32): E_local=%d d=%d h=%d N=%lld rows\n", EL, d, h,
+  std::printf("\n## Expert GEMMs (fp32 without TF32; bf16 operands with fp32 accumulation, "
+              "conversion timed): E_local=%d d=%d h=%d N=%lld rows\n", EL, d, h,
               static_cast<long long>(N));
-  std::printf("square sgemm %d^3                    %7.1f TFLOP/s (baseline)\n", o.square,
+  std::printf("square sgemm %d^3                    %7.1f TFLOP/s (fp32 baseline)\n", o.square,
               square_tflops);
+  std::printf("square bf16 GemmEx %d^3              %7.1f TFLOP/s (bf16 baseline)\n", o.square,
+              square_bf16_tflops);
   std::vector<float> params_host(static_cast<size_t>(expert_param_count(shape)));
   fill(params_host, 1, 1.0f / std::sqrt(static_cast<float>(d)));
   std::vector<float> in_host(static_cast<size_t>(N) * d);
@@ -236,19 +256,28 @@ int run(const Options& o) {
     std::printf("dense [N,d]x[d,h] (one expert)        %7.1f TFLOP/s (%.0f%% of baseline)\n",
                 dense_tflops, 100.0 * dense_tflops / square_tflops);
   }
-  std::printf("%-10s %-10s %-8s %10s %10s %10s %10s\n", "rows", "gemm", "pass", "ms",
+  // %baseline: of the square product of the row's precision; %dense: of the fp32 dense product.
+  std::printf("%-10s %-10s %-5s %-8s %10s %10s %10s %10s\n", "rows", "gemm", "prec", "pass", "ms",
               "TFLOP/s", "%baseline", "%dense");
   CudaExperts experts(shape, context.blas(), stream);
+  experts.reserve(N);  // bf16 operand scratch: 2 (E_local d h + N (d + h)) bytes
   const ExpertParams view = expert_params_view(params.data(), shape);
   const ExpertParams grad_view = expert_params_view(grads.data(), shape);
   std::vector<int64_t> zipf_offsets;
-  double zipf_grouped_tflops = 0.0;  // figure of merit: fwd + bwd, skewed rows, grouped GEMM
+  // Figures of merit: fwd + bwd, skewed rows, grouped GEMM; fp32 and bf16.
+  double zipf_grouped_tflops = 0.0, zipf_grouped_bf16_tflops = 0.0;
   for (const char* layout : {"even", "zipf"}) {
     const std::vector<int64_t> offsets =
         offsets_from(std::strcmp(layout, "even") == 0 ? even_counts(EL, N) : zipf_counts(EL, N));
     if (std::strcmp(layout, "zipf") == 0) zipf_offsets = offsets;
-    for (ExpertGemm gemm : {ExpertGemm::per_expert, ExpertGemm::grouped}) {
+    for (auto [precision, gemm] : {std::pair{GemmPrecision::fp32, ExpertGemm::per_expert},
+                                   std::pair{GemmPrecision::fp32, ExpertGemm::grouped},
+                                   std::pair{GemmPrecision::bf16, ExpertGemm::per_expert},
+                                   std::pair{GemmPrecision::bf16, ExpertGemm::grouped}}) {
       experts.set_gemm(gemm);
+      experts.set_precision(precision);
+      const bool fp32 = precision == GemmPrecision::fp32;
+      const double baseline_tflops = fp32 ? square_tflops : square_bf16_tflops;
       auto forward = [&] {
         experts.forward(out.data(), {pre.data(), act.data()}, in.data(), view, offsets.data());
       };
@@ -262,18 +291,32 @@ int run(const Options& o) {
       const double fwd_tflops = 4.0 * row_count * d * h / (fwd_ms * 1e9);
       const double both_tflops = 12.0 * row_count * d * h / (both_ms * 1e9);
       if (std::strcmp(layout, "zipf") == 0 && gemm == ExpertGemm::grouped) {
-        zipf_grouped_tflops = both_tflops;
+        if (fp32) {
+          zipf_grouped_tflops = both_tflops;
+        } else {
+          zipf_grouped_bf16_tflops = both_tflops;
+        }
       }
       for (auto [pass, ms, tflops] : {std::tuple{"fwd", fwd_ms, fwd_tflops},
                                       std::tuple{"fwd+bwd", both_ms, both_tflops}}) {
-        std::printf("%-10s %-10s %-8s %10.3f %10.1f %9.0f%% %9.0f%%\n", layout, to_string(gemm),
-                    pass, ms, tflops, 100.0 * tflops / square_tflops, 100.0 * tflops / dense_tflops);
+        std::printf("%-10s %-10s %-5s %-8s %10.3f %10.1f %9.0f%% ", layout, to_string(gemm),
+                    to_string(precision), pass, ms, tflops, 100.0 * tflops / baseline_tflops);
+        if (fp32) {
+          std::printf("%9.0f%%\n", 100.0 * tflops / dense_tflops);
+        } else {
+          std::printf("%10s\n", "-");
+        }
       }
     }
   }
-  // Check (zipf layout, last run was grouped): 4 sampled rows per non-empty expert against a
-  // double-precision evaluation. fp32 sums over K <= h terms: 1e-3 of the row's scale.
-  {
+  // Check (zipf layout, grouped GEMM, each precision): 4 sampled rows per non-empty expert
+  // against a double-precision evaluation, relative to the row's scale. fp32 sums over K <= h
+  // terms: 1e-3. bf16 rounds every operand by up to 2^-9 relative: 2e-2, as in
+  // tests/cuda/test_cuda_experts.cpp (where the margin is justified).
+  for (auto [precision, tolerance] : {std::pair{GemmPrecision::fp32, 1e-3},
+                                      std::pair{GemmPrecision::bf16, 2e-2}}) {
+    experts.set_gemm(ExpertGemm::grouped);
+    experts.set_precision(precision);
     experts.forward(out.data(), {pre.data(), act.data()}, in.data(), view, zipf_offsets.data());
     std::vector<float> out_host(in_host.size());
     copy_to_host(out_host.data(), out.data(), out.bytes(), stream);
@@ -299,10 +342,10 @@ int run(const Options& o) {
         worst = std::max(worst, diff / scale);
       }
     }
-    const bool pass = worst <= 1e-3;
+    const bool pass = worst <= tolerance;
     ok &= pass;
-    std::printf("check: sampled expert outputs vs double precision: max rel diff %.2g %s\n", worst,
-                pass ? "OK" : "FAILED");
+    std::printf("check: sampled expert outputs (%s) vs double precision: max rel diff %.2g %s\n",
+                to_string(precision), worst, pass ? "OK" : "FAILED");
   }
   // Free the expert buffers before the router section.
   for (DeviceArray<float>* a : {&params, &grads, &in, &out, &d_in, &pre, &act, &d_hidden}) a->resize(0);
@@ -397,6 +440,9 @@ int run(const Options& o) {
   const double route_permute_gbs = (route_bytes + permute_bytes) / ((route_ms + permute_ms) * 1e6);
   std::printf("\n# Expert FFN fwd+bwd (zipf rows, grouped GEMM): %.1f TFLOP/s = %.0f%% of the square "
               "sgemm\n", zipf_grouped_tflops, 100.0 * zipf_grouped_tflops / square_tflops);
+  std::printf("# Expert FFN fwd+bwd, bf16 (zipf rows, grouped option): %.1f TFLOP/s = %.0f%% of "
+              "the square bf16 GemmEx\n", zipf_grouped_bf16_tflops,
+              100.0 * zipf_grouped_bf16_tflops / square_bf16_tflops);
   std::printf("# Route + permute: %.0f GB/s = %.0f%% of peak DRAM bandwidth (%.0f%% of copy)\n",
               route_permute_gbs, 100.0 * route_permute_gbs / peak_gbs,
               100.0 * route_permute_gbs / copy_gbs);

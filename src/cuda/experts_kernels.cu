@@ -9,9 +9,13 @@
 //             dh = dy W2^T                sgemm(T, N, m=h, n=r, k=d, W2 ld d, dy ld d,  dh ld h)
 //             dW1 += in^T dh              sgemm(N, T, m=h, n=d, k=r, dh ld h, in ld d,  dW1 ld h)
 //             d_in = dh W1^T              sgemm(T, N, m=d, n=r, k=h, W1 ld h, dh ld h,  dx ld d)
+// GemmPrecision::bf16 makes the same calls as cublasGemmEx with A and B the bf16 copies (same
+// layouts and leading dimensions; a row operand's copy starts at the call's first row) and C
+// the same fp32 buffer: only the data types change.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -27,6 +31,8 @@ using cuda_detail::gelu_derivative_device;
 using cuda_detail::gelu_device;
 
 constexpr int kBlock = 256;
+// Conversion grid: a grid-stride loop; 4096 blocks of 256 cover an H100/H200 several times.
+constexpr int64_t kMaxConvertBlocks = 4096;
 
 // The expert owning row r: the last e with offsets[e] <= r (empty experts skipped).
 __device__ __forceinline__ int expert_of_row(const int64_t* offsets, int num_experts, int64_t r) {
@@ -82,6 +88,15 @@ __global__ void column_sum_kernel(float* bias_grad, float* grad, const float* pr
   bias_grad[static_cast<int64_t>(e) * cols + c] += sum;
 }
 
+// out[i] = bf16(in[i]) (round to nearest even) for i in [0, count).
+__global__ void to_bf16_kernel(__nv_bfloat16* out, const float* in, int64_t count) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += stride) {
+    out[i] = __float2bfloat16_rn(in[i]);
+  }
+}
+
 int checked_int(int64_t value, const char* what) {
   MOEBENCH_CHECK(value >= 0 && value <= INT_MAX,
                  std::string(what) + " does not fit cuBLAS's 32-bit sizes");
@@ -96,9 +111,13 @@ const char* to_string(ExpertGemm gemm) {
   return gemm == ExpertGemm::per_expert ? "per_expert" : "grouped";
 }
 
+const char* to_string(GemmPrecision precision) {
+  return precision == GemmPrecision::fp32 ? "fp32" : "bf16";
+}
+
 CudaExperts::CudaExperts(const ExpertShape& shape, cublasContext* blas, CUstream_st* stream,
-                         ExpertGemm gemm)
-    : shape_(shape), blas_(blas), stream_(stream), gemm_(gemm) {
+                         ExpertGemm gemm, GemmPrecision precision)
+    : shape_(shape), blas_(blas), stream_(stream), gemm_(gemm), precision_(precision) {
   MOEBENCH_CHECK(shape.num_experts >= 0 && shape.d_model > 0 && shape.d_hidden > 0,
                  "expert shape must be positive");
   cudaStream_t bound = nullptr;
@@ -119,6 +138,57 @@ CudaExperts::CudaExperts(const ExpertShape& shape, cublasContext* blas, CUstream
   host_pointers_.assign(3 * E, nullptr);
 }
 
+void CudaExperts::reserve(int64_t max_rows) {
+  MOEBENCH_CHECK(max_rows >= 0, "CudaExperts::reserve: max_rows must be non-negative");
+  const size_t E = static_cast<size_t>(shape_.num_experts);
+  const size_t d = static_cast<size_t>(shape_.d_model), h = static_cast<size_t>(shape_.d_hidden);
+  weights_bf16_.resize(E * d * h);  // no-op after the first call
+  if (max_rows <= reserved_rows_) return;
+  rows_d_bf16_.resize(static_cast<size_t>(max_rows) * d);
+  rows_h_bf16_.resize(static_cast<size_t>(max_rows) * h);
+  reserved_rows_ = max_rows;
+}
+
+void CudaExperts::check_rows_reserved(int64_t rows) const {
+  MOEBENCH_CHECK(rows <= reserved_rows_,
+                 "CudaExperts: bf16 GEMMs over " + std::to_string(rows) +
+                     " rows need reserve(" + std::to_string(rows) + ") first (reserved: " +
+                     std::to_string(reserved_rows_) + " rows)");
+}
+
+const void* CudaExperts::weights_operand(const float* weights) {
+  if (precision_ == GemmPrecision::fp32) return weights;
+  const int64_t count = int64_t{shape_.num_experts} * shape_.d_model * shape_.d_hidden;
+  MOEBENCH_CHECK(count > 0 && static_cast<size_t>(count) <= weights_bf16_.size(),
+                 "CudaExperts: bf16 weight scratch not reserved");
+  const int64_t blocks = std::min<int64_t>((count + kBlock - 1) / kBlock, kMaxConvertBlocks);
+  to_bf16_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, stream_>>>(weights_bf16_.data(),
+                                                                          weights, count);
+  MOEBENCH_CUDA_LAUNCH_CHECK();
+  return weights_bf16_.data();
+}
+
+const void* CudaExperts::rows_operand(const float* rows, int cols, int64_t first, int64_t last,
+                                      DeviceArray<__nv_bfloat16>& scratch) {
+  const float* from = rows + first * cols;
+  if (precision_ == GemmPrecision::fp32) return from;
+  const int64_t count = (last - first) * cols;
+  MOEBENCH_CHECK(count > 0 && static_cast<size_t>(count) <= scratch.size(),
+                 "CudaExperts: bf16 row scratch smaller than the call");
+  const int64_t blocks = std::min<int64_t>((count + kBlock - 1) / kBlock, kMaxConvertBlocks);
+  to_bf16_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, stream_>>>(scratch.data(), from,
+                                                                          count);
+  MOEBENCH_CUDA_LAUNCH_CHECK();
+  return scratch.data();
+}
+
+const void* CudaExperts::operand_at(const void* operand, int64_t index) const {
+  const int64_t element_bytes = precision_ == GemmPrecision::fp32
+                                    ? int64_t{sizeof(float)}
+                                    : int64_t{sizeof(__nv_bfloat16)};
+  return static_cast<const char*>(operand) + index * element_bytes;
+}
+
 void CudaExperts::upload_offsets(const int64_t* row_offsets) {
   for (int e = 0; e < shape_.num_experts; ++e) {
     MOEBENCH_CHECK(row_offsets[e] >= 0 && row_offsets[e] <= row_offsets[e + 1],
@@ -131,15 +201,27 @@ void CudaExperts::run(const Product& p, const int64_t* row_offsets) {
   const float one = 1.0f;
   int groups = 0;
   const int E = shape_.num_experts;
+  // bf16 runs one cublasGemmEx per expert on both paths: cublasGemmGroupedBatchedEx takes bf16
+  // A/B only with a bf16 C (experts_cuda.hpp).
+  const bool bf16 = precision_ == GemmPrecision::bf16;
+  const bool call_per_expert = gemm_ == ExpertGemm::per_expert || bf16;
   for (int e = 0; e < E; ++e) {
     const int rows = checked_int(row_offsets[e + 1] - row_offsets[e], "an expert's row count");
     if (rows == 0) continue;
     const int m = p.m;
     const int n = p.rows_dim == 1 ? rows : p.n;
     const int k = p.rows_dim == 2 ? rows : p.k;
+    if (bf16) {
+      MOEBENCH_CUBLAS_CHECK(cublasGemmEx(blas_, operation(p.transpose_a), operation(p.transpose_b),
+                                         m, n, k, &one, a_[e], CUDA_R_16BF, p.lda, b_[e],
+                                         CUDA_R_16BF, p.ldb, &p.beta, c_[e], CUDA_R_32F, p.ldc,
+                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      continue;
+    }
     if (gemm_ == ExpertGemm::per_expert) {
       MOEBENCH_CUBLAS_CHECK(cublasSgemm(blas_, operation(p.transpose_a), operation(p.transpose_b),
-                                        m, n, k, &one, a_[e], p.lda, b_[e], p.ldb, &p.beta, c_[e],
+                                        m, n, k, &one, static_cast<const float*>(a_[e]), p.lda,
+                                        static_cast<const float*>(b_[e]), p.ldb, &p.beta, c_[e],
                                         p.ldc));
       continue;
     }
@@ -154,12 +236,13 @@ void CudaExperts::run(const Product& p, const int64_t* row_offsets) {
     alpha_[groups] = 1.0f;
     beta_[groups] = p.beta;
     group_size_[groups] = 1;
-    host_pointers_[groups] = const_cast<float*>(a_[e]);  // cuBLAS reads A and B only
-    host_pointers_[E + groups] = const_cast<float*>(b_[e]);
+    // fp32 operands here; cuBLAS reads A and B only.
+    host_pointers_[groups] = const_cast<float*>(static_cast<const float*>(a_[e]));
+    host_pointers_[E + groups] = const_cast<float*>(static_cast<const float*>(b_[e]));
     host_pointers_[2 * E + groups] = c_[e];
     ++groups;
   }
-  if (gemm_ == ExpertGemm::per_expert || groups == 0) return;
+  if (call_per_expert || groups == 0) return;
   // The pointer arrays live in device memory; the copy is ordered before the GEMM on the
   // stream, and the next product's copy after it, so one device array serves every call.
   copy_to_device(pointers_.data(), host_pointers_.data(), pointers_.bytes(), stream_);
@@ -177,10 +260,13 @@ void CudaExperts::forward(float* out, ExpertActivations saved, const float* in,
   const int d = shape_.d_model, h = shape_.d_hidden;
   const int64_t first = row_offsets[0], last = row_offsets[E];
   if (E == 0 || last == first) return;
+  if (precision_ == GemmPrecision::bf16) check_rows_reserved(last - first);
   upload_offsets(row_offsets);
+  const void* w1 = weights_operand(params.w1);
+  const void* x = rows_operand(in, d, first, last, rows_d_bf16_);
   for (int e = 0; e < E; ++e) {  // hidden_pre = in W1
-    a_[e] = params.w1 + static_cast<int64_t>(e) * d * h;
-    b_[e] = in + row_offsets[e] * d;
+    a_[e] = operand_at(w1, static_cast<int64_t>(e) * d * h);
+    b_[e] = operand_at(x, (row_offsets[e] - first) * d);
     c_[e] = saved.hidden_pre + row_offsets[e] * h;
   }
   run({false, false, h, 0, d, 1, h, d, h, 0.0f}, row_offsets);
@@ -188,9 +274,11 @@ void CudaExperts::forward(float* out, ExpertActivations saved, const float* in,
   bias_gelu_kernel<<<rows, kBlock, 0, stream_>>>(saved.hidden_pre, saved.hidden_act, params.b1,
                                                   device_offsets_.data(), E, first, h);
   MOEBENCH_CUDA_LAUNCH_CHECK();
+  const void* w2 = weights_operand(params.w2);  // after in W1: reuses the weight scratch
+  const void* act = rows_operand(saved.hidden_act, h, first, last, rows_h_bf16_);
   for (int e = 0; e < E; ++e) {  // out = act W2
-    a_[e] = params.w2 + static_cast<int64_t>(e) * h * d;
-    b_[e] = saved.hidden_act + row_offsets[e] * h;
+    a_[e] = operand_at(w2, static_cast<int64_t>(e) * h * d);
+    b_[e] = operand_at(act, (row_offsets[e] - first) * h);
     c_[e] = out + row_offsets[e] * d;
   }
   run({false, false, d, 0, h, 1, d, h, d, 0.0f}, row_offsets);
@@ -204,17 +292,22 @@ void CudaExperts::backward(float* d_in, ExpertParams grads, float* d_hidden, con
                            const int64_t* row_offsets) {
   const int E = shape_.num_experts;
   const int d = shape_.d_model, h = shape_.d_hidden;
-  if (E == 0 || row_offsets[E] == row_offsets[0]) return;
+  const int64_t first = row_offsets[0], last = row_offsets[E];
+  if (E == 0 || last == first) return;
+  if (precision_ == GemmPrecision::bf16) check_rows_reserved(last - first);
   upload_offsets(row_offsets);
+  const void* dy = rows_operand(d_out, d, first, last, rows_d_bf16_);
+  const void* act = rows_operand(saved.hidden_act, h, first, last, rows_h_bf16_);
   for (int e = 0; e < E; ++e) {  // dW2 += act^T dy
-    a_[e] = d_out + row_offsets[e] * d;
-    b_[e] = saved.hidden_act + row_offsets[e] * h;
+    a_[e] = operand_at(dy, (row_offsets[e] - first) * d);
+    b_[e] = operand_at(act, (row_offsets[e] - first) * h);
     c_[e] = grads.w2 + static_cast<int64_t>(e) * h * d;
   }
   run({false, true, d, h, 0, 2, d, h, d, 1.0f}, row_offsets);
+  const void* w2 = weights_operand(params.w2);
   for (int e = 0; e < E; ++e) {  // dh = dy W2^T
-    a_[e] = params.w2 + static_cast<int64_t>(e) * h * d;
-    b_[e] = d_out + row_offsets[e] * d;
+    a_[e] = operand_at(w2, static_cast<int64_t>(e) * h * d);
+    b_[e] = operand_at(dy, (row_offsets[e] - first) * d);
     c_[e] = d_hidden + row_offsets[e] * h;
   }
   run({true, false, h, 0, d, 1, d, d, h, 0.0f}, row_offsets);
@@ -225,15 +318,19 @@ void CudaExperts::backward(float* d_in, ExpertParams grads, float* d_hidden, con
   column_sum_kernel<<<dim3((d + kBlock - 1) / kBlock, E), kBlock, 0, stream_>>>(
       grads.b2, const_cast<float*>(d_out), nullptr, device_offsets_.data(), d, 0);
   MOEBENCH_CUDA_LAUNCH_CHECK();
+  // The scratch of act, dy and W2 is reused from here: their products are enqueued before.
+  const void* dh = rows_operand(d_hidden, h, first, last, rows_h_bf16_);  // after GELU'
+  const void* x = rows_operand(in, d, first, last, rows_d_bf16_);
   for (int e = 0; e < E; ++e) {  // dW1 += in^T dh
-    a_[e] = d_hidden + row_offsets[e] * h;
-    b_[e] = in + row_offsets[e] * d;
+    a_[e] = operand_at(dh, (row_offsets[e] - first) * h);
+    b_[e] = operand_at(x, (row_offsets[e] - first) * d);
     c_[e] = grads.w1 + static_cast<int64_t>(e) * d * h;
   }
   run({false, true, h, d, 0, 2, h, d, h, 1.0f}, row_offsets);
+  const void* w1 = weights_operand(params.w1);
   for (int e = 0; e < E; ++e) {  // d_in = dh W1^T
-    a_[e] = params.w1 + static_cast<int64_t>(e) * d * h;
-    b_[e] = d_hidden + row_offsets[e] * h;
+    a_[e] = operand_at(w1, static_cast<int64_t>(e) * d * h);
+    b_[e] = operand_at(dh, (row_offsets[e] - first) * h);
     c_[e] = d_in + row_offsets[e] * d;
   }
   run({true, false, d, 0, h, 1, h, h, d, 0.0f}, row_offsets);
