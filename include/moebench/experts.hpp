@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace moebench {
@@ -34,6 +35,13 @@ int64_t expert_param_count(const ExpertShape& shape);
 // Carves an ExpertParams out of `storage` (at least expert_param_count floats), in the order
 // w1, b1, w2, b2.
 ExpertParams expert_params_view(float* storage, const ExpertShape& shape);
+
+// The expert FFN products' operand type; accumulation and every output are fp32 in both.
+// bf16 runs on the CUDA backend only (CudaExperts); the CPU experts are fp32.
+enum class GemmPrecision { fp32, bf16 };
+const char* to_string(GemmPrecision precision);
+// Throws UsageError naming `option` on anything but "fp32" or "bf16".
+GemmPrecision parse_gemm_precision(const std::string& option, const std::string& name);
 
 // AdamW weight-decay flags of one parameter set, per element: 1 for W1 and W2, 0 for biases.
 std::vector<uint8_t> expert_decay_mask(const ExpertShape& shape);

@@ -32,6 +32,8 @@ struct MoELayerConfig {
   int d_model = 64;        // d
   int d_hidden = 256;      // expert FFN width
   DispatchMode dispatch = DispatchMode::ragged;
+  // The expert products' operands (fp32 accumulation either way); bf16 on the GPU only.
+  GemmPrecision expert_precision = GemmPrecision::fp32;
   uint64_t seed = 1234;
 };
 

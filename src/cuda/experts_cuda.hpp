@@ -34,10 +34,6 @@ namespace moebench {
 enum class ExpertGemm { per_expert, grouped };
 const char* to_string(ExpertGemm gemm);
 
-// The products' operand type; accumulation and every output are fp32 in both.
-enum class GemmPrecision { fp32, bf16 };
-const char* to_string(GemmPrecision precision);
-
 class CudaExperts {
  public:
   // `blas` must be bound to `stream` (CudaContext binds its handle to the compute stream).

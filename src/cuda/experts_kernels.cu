@@ -111,10 +111,6 @@ const char* to_string(ExpertGemm gemm) {
   return gemm == ExpertGemm::per_expert ? "per_expert" : "grouped";
 }
 
-const char* to_string(GemmPrecision precision) {
-  return precision == GemmPrecision::fp32 ? "fp32" : "bf16";
-}
-
 CudaExperts::CudaExperts(const ExpertShape& shape, cublasContext* blas, CUstream_st* stream,
                          ExpertGemm gemm, GemmPrecision precision)
     : shape_(shape), blas_(blas), stream_(stream), gemm_(gemm), precision_(precision) {

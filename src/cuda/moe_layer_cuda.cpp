@@ -32,7 +32,8 @@ CudaMoELayer::CudaMoELayer(const MoELayerConfig& config, CudaContext& context, i
                     config.routing.num_experts},
       expert_shape_{config.routing.num_experts / context.size(), config.d_model, config.d_hidden},
       dispatcher_(context, config.routing.num_experts, config.d_model, config.dispatch),
-      experts_(expert_shape_, context.blas(), context.compute_stream(), gemm) {
+      experts_(expert_shape_, context.blas(), context.compute_stream(), gemm,
+               config.expert_precision) {
   MOEBENCH_CHECK(max_tokens >= 0, "max_tokens must be non-negative");
   CUstream_st* stream = context.compute_stream();
   const int E = config.routing.num_experts;
@@ -65,6 +66,7 @@ CudaMoELayer::CudaMoELayer(const MoELayerConfig& config, CudaContext& context, i
 
   const int64_t T = max_tokens, d = config.d_model, h = config.d_hidden;
   const int64_t N = dispatcher_.max_expert_rows();
+  if (config.expert_precision == GemmPrecision::bf16) experts_.reserve(N);  // bf16 operand copies
   const int64_t router_width = learned_ ? router_activation_floats_per_token(router_shape_) : 0;
   const int64_t logit_floats = learned_ ? T * E : 0;
   logits_.resize(to_size(logit_floats));

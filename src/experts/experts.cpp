@@ -31,6 +31,16 @@ ExpertParams expert_params_view(float* storage, const ExpertShape& shape) {
   return params;
 }
 
+const char* to_string(GemmPrecision precision) {
+  return precision == GemmPrecision::fp32 ? "fp32" : "bf16";
+}
+
+GemmPrecision parse_gemm_precision(const std::string& option, const std::string& name) {
+  if (name == "fp32") return GemmPrecision::fp32;
+  if (name == "bf16") return GemmPrecision::bf16;
+  throw UsageError(option + ": unknown value '" + name + "' (accepted: fp32, bf16)");
+}
+
 std::vector<uint8_t> expert_decay_mask(const ExpertShape& shape) {
   const int64_t E = shape.num_experts, d = shape.d_model, h = shape.d_hidden;
   std::vector<float> probe(static_cast<size_t>(expert_param_count(shape)), 0.0f);

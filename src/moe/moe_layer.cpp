@@ -28,6 +28,15 @@ const MoELayerConfig& validated(const MoELayerConfig& config, MPI_Comm comm) {
   return config;
 }
 
+// The CPU experts compute in fp32 only.
+const MoELayerConfig& validated_for_cpu(const MoELayerConfig& config) {
+  if (config.expert_precision != GemmPrecision::fp32) {
+    throw UsageError("--expert-precision " + std::string(to_string(config.expert_precision)) +
+                     " needs --backend cuda (the CPU experts compute in fp32)");
+  }
+  return config;
+}
+
 }  // namespace
 
 void validate_moe_layer_config(const MoELayerConfig& config, int ranks) {
@@ -49,7 +58,7 @@ void validate_moe_layer_config(const MoELayerConfig& config, int ranks) {
 }
 
 MoELayer::MoELayer(const MoELayerConfig& config, MPI_Comm comm, int max_tokens)
-    : config_(validated(config, comm)),
+    : config_(validated_for_cpu(validated(config, comm))),
       max_tokens_(max_tokens),
       dispatcher_(comm, config.routing.num_experts, config.d_model, config.dispatch) {
   const int E = config.routing.num_experts;

@@ -90,6 +90,8 @@ po::options_description train_options() {
       ("trace-flush", po::value<int>()->default_value(50), "flush the trace every N steps")
       ("backend", po::value<std::string>()->default_value("cpu"),
        "cpu | cuda (one GPU per rank, NCCL exchanges; a build with -DMOEBENCH_CUDA=ON)")
+      ("expert-precision", po::value<std::string>()->default_value("fp32"),
+       "fp32 | bf16: the expert FFN products' operands, fp32 accumulation (bf16: --backend cuda)")
       ("threads", po::value<int>()->default_value(1),
        "OpenMP threads per rank (BLAS runs single-threaded inside them)")
       ("checkpoint-every", po::value<int>()->default_value(0),
@@ -174,6 +176,8 @@ TrainOptions resolve(const po::variables_map& vm) {
   moe.router_arch = parse_router_arch("--router-arch", vm["router-arch"].as<std::string>());
   moe.router_hidden = vm["router-hidden"].as<int>();
   moe.dispatch = parse_dispatch_mode("--dispatch", vm["dispatch"].as<std::string>());
+  moe.expert_precision =
+      parse_gemm_precision("--expert-precision", vm["expert-precision"].as<std::string>());
   RoutingConfig& r = moe.routing;
   r.router = parse_router_kind("--router", vm["router"].as<std::string>());
   r.num_experts = vm["experts"].as<int>();
@@ -202,10 +206,12 @@ std::string run_identity(const cli::ParsedCommand& parsed, int ranks) {
   std::string identity = "ranks=" + std::to_string(ranks) + "\n";
   for (const auto& [name, value] : parsed.resolved) {
     if (std::find(free.begin(), free.end(), name) != free.end()) continue;
-    // The backend is recorded only when it is not the CPU, the one checkpoints were written
-    // by before the option existed: those still resume, and a checkpoint of one backend is
-    // refused by the other.
-    if (name == "backend" && value == "cpu") continue;
+    // Options that came after the first checkpoints are recorded only away from the value
+    // those runs had, so that their checkpoints still resume (and, e.g., a checkpoint of one
+    // backend is refused by the other).
+    if ((name == "backend" && value == "cpu") || (name == "expert-precision" && value == "fp32")) {
+      continue;
+    }
     identity += name + "=" + value + "\n";
   }
   return identity;

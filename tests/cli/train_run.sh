@@ -83,6 +83,10 @@ expect_failure "--experts 6 is not divisible by the 4 ranks" -- \
 expect_failure "--top-k 9 exceeds --experts 8" -- "$moebench" train --top-k 9 --out "$work/x.h5"
 expect_failure "cannot write trace '$work/nodir/x.h5'" -- \
   "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --batch-size 1 --out "$work/nodir/x.h5"
+expect_failure "--expert-precision: unknown value 'fp16' \\(accepted: fp32, bf16\\)" -- \
+  "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --expert-precision fp16 --out "$work/fp16.h5"
+expect_failure "--expert-precision bf16 needs --backend cuda \\(the CPU experts compute in fp32\\)" -- \
+  "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --expert-precision bf16 --out "$work/bf16.h5"
 expect_failure "--backend: unknown value 'tpu' \\(accepted: cpu, cuda\\)" -- \
   "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --backend tpu --out "$work/tpu.h5"
 # --backend cuda: a CPU build names the build option; a CUDA build first checks the routing
@@ -103,7 +107,7 @@ else
   fi
 fi
 expect_every_rank_exits 2 2 "$mpirun" -- "$moebench" train "${tiny[@]}" "${every_cuda[@]}"
-if [ -z "$(find "$work" -name 'tpu.h5' -o -name 'cuda*.h5' -o -name 'probe.h5')" ]; then
+if [ -z "$(find "$work" -name 'tpu.h5' -o -name 'cuda*.h5' -o -name 'probe.h5' -o -name 'bf16.h5' -o -name 'fp16.h5')" ]; then
   _lib_pass "failed --backend runs leave no trace"
 else
   _lib_fail "failed --backend runs leave no trace" "$(find "$work" -name 'cuda*.h5')"

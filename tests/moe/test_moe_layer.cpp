@@ -201,6 +201,24 @@ TEST(LayerRouter, HashRoutingHasNoRouterParameters) {
   }
 }
 
+// bf16 expert products are a GPU option: the CPU layer refuses them, naming the fix; the
+// option's names parse and anything else is refused with the accepted values.
+TEST(LayerConfig, CpuLayerRefusesBf16Experts) {
+  MoELayerConfig config = layer_config(Case{RouterKind::softk, RouterArch::linear});
+  config.expert_precision = GemmPrecision::bf16;
+  try {
+    MoELayer layer(config, MPI_COMM_SELF, kTokens);
+    ADD_FAILURE() << "a bf16 CPU layer was built";
+  } catch (const UsageError& error) {
+    EXPECT_EQ(std::string(error.what()),
+              "--expert-precision bf16 needs --backend cuda (the CPU experts compute in fp32)");
+  }
+  EXPECT_EQ(parse_gemm_precision("--expert-precision", "bf16"), GemmPrecision::bf16);
+  EXPECT_EQ(parse_gemm_precision("--expert-precision", "fp32"), GemmPrecision::fp32);
+  EXPECT_STREQ(to_string(GemmPrecision::bf16), "bf16");
+  EXPECT_THROW(parse_gemm_precision("--expert-precision", "fp16"), UsageError);
+}
+
 // combine_backward reads the rows combine() returned for the current plan (on one rank, the
 // caller's expert_out itself): before that combine it refuses instead of reading nothing.
 TEST(LayerDispatcher, CombineBackwardNeedsCombineOfThePlan) {

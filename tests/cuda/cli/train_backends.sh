@@ -8,6 +8,7 @@
 #    differences grow through 40 AdamW steps and can flip a near-tied routing decision, after
 #    which the runs are two valid trainings of the same model;
 #  - the trace says backend = cuda and names the device, and passes the CPU run's checks;
+#  - bf16 expert products (--expert-precision bf16) follow the CPU's fp32 curve within 5e-2;
 #  - checkpoint and resume on the GPU (padded dispatch, bias balancing: the moments, the
 #    parameters and the selection bias go to the host and back): the resumed run's losses are
 #    the uninterrupted run's bit for bit (every GPU kernel sums in a fixed order and cuBLAS
@@ -51,6 +52,13 @@ for backend in cpu cuda; do
 done
 expect_success "loss curves agree" -- "$python" "$here/compare_train_traces.py" \
   "$work/hash-cpu.h5" "$work/hash-cuda.h5"
+# bf16 expert products against the CPU's fp32: the first step's loss within 1e-3 (the experts'
+# outputs move by a few 1e-3 of their scale, the loss averages them), the curve within 5e-2.
+expect_success "final validation" -- "$mpirun" -np 1 "$moebench" train "${run[@]}" \
+  --backend cuda --expert-precision bf16 --out "$work/bf16.h5"
+expect_success "loss curves agree" -- "$python" "$here/compare_train_traces.py" \
+  "$work/cpu-1.h5" "$work/bf16.h5" 1e-3 5e-2
+
 # Resume on the GPU.
 ckpt=(--steps 12 --warmup 3 --seq-len 32 --batch-size 2 --d-model 32 --heads 2 --layers 2
       --experts 4 --top-k 2 --router softk --balance bias --dispatch padded --eval-every 100
