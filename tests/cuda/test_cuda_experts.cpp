@@ -39,8 +39,9 @@ constexpr double kTolerance = 1e-4;
 // max |bf16 - exact| / max |exact| of 2e-3 to 4.5e-3 per tensor, so 2e-2 leaves a margin of
 // about 4. The bias gradient of b2 sums the fp32 d_out and stays at fp32 accuracy. A
 // transposed operand, a wrong leading dimension or row offset, a missing bias or a lost
-// accumulation is O(1); the mapping itself is also pinned down at 1e-4 by the fp32 cases,
-// which share every pointer and leading dimension with bf16.
+// accumulation is O(1); the products' shapes and leading dimensions are also pinned down at
+// 1e-4 by the fp32 cases (bf16 reads its operands from converted copies, whose row offsets
+// RowsStartingAfterZero checks).
 constexpr double kBf16Tolerance = 2e-2;
 
 double tolerance(GemmPrecision precision) {
@@ -59,9 +60,11 @@ struct Problem {
   int64_t rows = 0;
   std::vector<float> params, grad_init, in, d_out;
 
-  Problem(ExpertShape s, const std::vector<int64_t>& counts, uint64_t seed)
-      : shape(s), row_offsets(counts.size() + 1, 0) {
+  // The experts' rows start at row `first` of the buffers (rows before it are not theirs).
+  Problem(ExpertShape s, const std::vector<int64_t>& counts, uint64_t seed, int64_t first = 0)
+      : shape(s), row_offsets(counts.size() + 1, first) {
     std::partial_sum(counts.begin(), counts.end(), row_offsets.begin() + 1);
+    for (size_t e = 1; e < row_offsets.size(); ++e) row_offsets[e] += first;
     rows = row_offsets.back();
     params.resize(static_cast<size_t>(expert_param_count(shape)));
     expert_params_init(expert_params_view(params.data(), shape), shape, seed, 0);
@@ -113,6 +116,8 @@ Outputs run_gpu(const Problem& p, ExpertGemm gemm, GemmPrecision precision,
   DeviceArray<float> in = test::to_device(p.in, stream);
   DeviceArray<float> d_out = test::to_device(p.d_out, stream);
   DeviceArray<float> out(nd), pre(nh), act(nh), d_in(nd), d_hidden(nh);
+  // Zero, as the reference's: rows before the experts' first row are left alone on both sides.
+  for (DeviceArray<float>* a : {&out, &pre, &act, &d_in}) fill_zero(a->data(), a->bytes(), stream);
   CudaExperts experts(p.shape, context.blas(), stream, gemm, precision);
   if (precision == GemmPrecision::bf16) experts.reserve(p.rows);
   const ExpertParams view = expert_params_view(params.data(), p.shape);
@@ -169,6 +174,19 @@ TEST(CudaExperts, MatchReferenceWithUnevenAndEmptyExperts) {
   const Outputs want = run_reference(problem);
   for (ExpertGemm gemm : {ExpertGemm::per_expert, ExpertGemm::grouped}) {
     expect_gpu_matches_reference(problem, want, gemm, GemmPrecision::fp32, context);
+  }
+}
+
+// The experts' rows start after row 0 of the buffers (a caller may hand over a slice): every
+// operand, fp32 and bf16 copies alike, must be read from the expert's own rows.
+TEST(CudaExperts, RowsStartingAfterZero) {
+  MOEBENCH_REQUIRE_GPU();
+  const Problem problem({4, 60, 150}, {37, 0, 101, 5}, 33, /*first=*/10);
+  const Outputs want = run_reference(problem);
+  for (GemmPrecision precision : {GemmPrecision::fp32, GemmPrecision::bf16}) {
+    for (ExpertGemm gemm : {ExpertGemm::per_expert, ExpertGemm::grouped}) {
+      expect_gpu_matches_reference(problem, want, gemm, precision, context);
+    }
   }
 }
 
