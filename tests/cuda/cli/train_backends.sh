@@ -32,8 +32,9 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-run=(--steps 40 --warmup 5 --seq-len 64 --batch-size 4 --d-model 64 --heads 4 --layers 2
-     --experts 8 --top-k 2 --router softk --eval-every 20 --eval-batches 2 --log-every 10)
+base=(--steps 40 --warmup 5 --seq-len 64 --batch-size 4 --d-model 64 --heads 4 --layers 2
+      --experts 8 --top-k 2 --eval-every 20 --eval-batches 2 --log-every 10)
+run=("${base[@]}" --router softk)
 gpus=$(nvidia-smi -L | wc -l)
 for np in 1 2; do
   [ "$np" -le "$gpus" ] || continue
@@ -47,7 +48,7 @@ for np in 1 2; do
 done
 # Hash routing (no router network) and a dense block between MoE blocks.
 for backend in cpu cuda; do
-  expect_success "final validation" -- "$mpirun" -np 1 "$moebench" train "${run[@]}" \
+  expect_success "final validation" -- "$mpirun" -np 1 "$moebench" train "${base[@]}" \
     --router hash --moe-every 2 --backend "$backend" --out "$work/hash-$backend.h5"
 done
 expect_success "loss curves agree" -- "$python" "$here/compare_train_traces.py" \
