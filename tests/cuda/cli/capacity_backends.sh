@@ -9,19 +9,8 @@
 #
 # usage: bash tests/cuda/cli/capacity_backends.sh MOEBENCH_BINARY LAUNCH_MPIRUN_SH
 set -uo pipefail
-moebench=$1
-mpirun=$2
-python=${MOEBENCH_PYTHON:-/usr/bin/python3}
-here=$(dirname "${BASH_SOURCE[0]}")
-cli=$here/../../cli
-# shellcheck source=tests/cli/lib.bash
-source "$cli/lib.bash"
-if ! nvidia-smi -L >/dev/null 2>&1; then
-  echo "GPU tests skipped: nvidia-smi lists no GPU"
-  exit 0
-fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=tests/cuda/cli/gpu_cli.bash
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_cli.bash"
 
 grid=(--router topk_hard --experts 8,64 --top-k 1,2 --capacity-factor 0,1.0,1.25 --tokens 512
       --d-model 64 --iters 5 --warmup-iters 1 --distribution zipf --zipf-s 0.8)

@@ -18,19 +18,8 @@
 #
 # usage: bash tests/cuda/cli/train_backends.sh MOEBENCH_BINARY LAUNCH_MPIRUN_SH
 set -uo pipefail
-moebench=$1
-mpirun=$2
-python=${MOEBENCH_PYTHON:-/usr/bin/python3}
-here=$(dirname "${BASH_SOURCE[0]}")
-cli=$here/../../cli
-# shellcheck source=tests/cli/lib.bash
-source "$cli/lib.bash"
-if ! nvidia-smi -L >/dev/null 2>&1; then
-  echo "GPU tests skipped: nvidia-smi lists no GPU"
-  exit 0
-fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=tests/cuda/cli/gpu_cli.bash
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_cli.bash"
 
 base=(--steps 40 --warmup 5 --seq-len 64 --batch-size 4 --d-model 64 --heads 4 --layers 2
       --experts 8 --top-k 2 --eval-every 20 --eval-batches 2 --log-every 10)
