@@ -18,8 +18,9 @@ namespace moebench {
 
 class NcclAlltoall {
  public:
-  // Collective over comm: device buffers of max_elements floats each way. Throws UsageError
-  // on every rank when a rank has no device of its own (CudaContext).
+  // Collective over comm: device buffers of max_elements floats each way (grown later to the
+  // largest exchange asked for, outside the timed loops). Throws UsageError on every rank when
+  // a rank has no device of its own (CudaContext).
   NcclAlltoall(MPI_Comm comm, int64_t max_elements);
   ~NcclAlltoall();
   NcclAlltoall(const NcclAlltoall&) = delete;
@@ -28,9 +29,12 @@ class NcclAlltoall {
   std::string device_name() const;
   // Host send -> device, the exchange, device -> host recv (for the check).
   void run_through_host(const float* send, const ExchangeCounts& counts, float* recv);
-  // Times `iters` exchanges of device buffers after `warmup` untimed ones, each between MPI
-  // barriers; seconds[i] from CUDA events around timed exchange i on the stream.
-  void time(const ExchangeCounts& counts, int warmup, int iters, double* seconds, MPI_Comm comm);
+  // Times `iters` iterations after `warmup` untimed ones, each between MPI barriers: the
+  // forward exchange of device buffers and, when given, the backward one (the combine of the
+  // dispatched rows: its send counts are the forward's receive counts); seconds[i] from CUDA
+  // events around iteration i on the stream.
+  void time(const ExchangeCounts& forward, const ExchangeCounts* backward, int warmup, int iters,
+            double* seconds, MPI_Comm comm);
 
  private:
   struct Impl;

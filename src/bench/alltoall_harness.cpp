@@ -159,7 +159,8 @@ std::vector<std::unique_ptr<BenchAlgorithm>> make_algorithms(const AlltoallOptio
                                                              MPI_Comm comm) {
   int ranks = 1;
   MOEBENCH_MPI_CHECK(MPI_Comm_size(comm, &ranks));
-  // The uniform sweep's largest exchange (the only pattern nccl runs).
+  // The uniform sweep's largest exchange; the nccl algorithm's device buffers grow to a
+  // routed pattern's as its cells need.
   const int64_t max_elements =
       std::max<int64_t>(options.max_bytes / ranks / static_cast<int64_t>(sizeof(float)), 1) * ranks;
   std::vector<std::unique_ptr<BenchAlgorithm>> algorithms;
@@ -174,8 +175,7 @@ void time_exchange(BenchAlgorithm& algorithm, const ExchangeCounts& forward,
                    const ExchangeCounts* backward, float* send, float* recv, int warmup,
                    int iters, double* seconds, MPI_Comm comm) {
   if (NcclAlltoall* device = algorithm.device_exchange()) {
-    MOEBENCH_CHECK(backward == nullptr, "the nccl algorithm times the forward exchange only");
-    device->time(forward, warmup, iters, seconds, comm);
+    device->time(forward, backward, warmup, iters, seconds, comm);
     return;
   }
   for (int it = 0; it < warmup + iters; ++it) {

@@ -23,8 +23,8 @@ void NcclAlltoall::run_through_host(const float* /*send*/, const ExchangeCounts&
   throw UsageError(cuda_backend_missing_message());
 }
 
-void NcclAlltoall::time(const ExchangeCounts& /*counts*/, int /*warmup*/, int /*iters*/,
-                        double* /*seconds*/, MPI_Comm /*comm*/) {
+void NcclAlltoall::time(const ExchangeCounts& /*forward*/, const ExchangeCounts* /*backward*/,
+                        int /*warmup*/, int /*iters*/, double* /*seconds*/, MPI_Comm /*comm*/) {
   throw UsageError(cuda_backend_missing_message());
 }
 

@@ -221,6 +221,11 @@ int run_routed_pattern(const AlltoallOptions& o, const cli::ParsedCommand& parse
     std::printf("# rank_max/mean_MB: of that, per sending rank; padded_over_ragged: padded / ragged wire bytes\n");
     std::printf("# dispatch_ms, combine_ms: the Dispatcher's exchanges (ragged: with the count exchange);"
                 " <algorithm>_ms: dispatch + combine matrices moved by that algorithm; median, slowest rank\n");
+    if (NcclAlltoall* device = algorithms.front()->device_exchange()) {
+      std::printf("# backend cuda: nccl_ms moves the matrices between device buffers on %s (rank "
+                  "0's device), CUDA-event times; the Dispatcher's columns are the CPU dispatcher's "
+                  "(MPI between host buffers)\n", device->device_name().c_str());
+    }
     table.print_header(stdout);
   }
 

@@ -73,7 +73,8 @@ if [[ $probe == *"built without the CUDA backend"* ]]; then
     2 --backend cuda --out "$work/s4.h5"
   every_cuda=(--backend cuda --out "$work/s5.h5")
 else
-  fail "--backend cuda measures --pattern uniform only" 2 --backend cuda --pattern routed --out "$work/s4.h5"
+  fail "--backend cuda measures --pattern uniform and routed" 2 --backend cuda --pattern replay \
+    --replay "$inputs/train2.h5" --out "$work/s4.h5"
   fail "--backend cuda measures the nccl algorithm only" 2 --backend cuda --algorithm alltoallv --out "$work/s5.h5"
   every_cuda=(--backend cuda --pattern replay --replay "$inputs/train2.h5" --out "$work/s6.h5")
 fi
