@@ -28,7 +28,7 @@ po::options_description alltoall_options() {
        "real routing plans: the cost-per-router table) | replay (the matrices of a train trace)")
       ("backend", po::value<std::string>()->default_value("cpu"),
        "cpu (MPI between host buffers) | cuda (NCCL between device buffers, one GPU per rank, "
-       "CUDA-event timings: --pattern uniform or routed, --algorithm nccl; needs -DMOEBENCH_CUDA=ON)")
+       "CUDA-event timings, --algorithm nccl; needs -DMOEBENCH_CUDA=ON)")
       ("algorithm", po::value<std::string>()->default_value("alltoallv,pairwise,hierarchical"),
        "exchange algorithms to measure (comma-separated): alltoallv | pairwise | hierarchical | "
        "raw (MPI_Alltoallv called directly by the benchmark loop: the reference for the wrapper)"
@@ -208,9 +208,6 @@ AlltoallOptions resolve(const po::variables_map& vm, int ranks) {
 #if !MOEBENCH_HAVE_CUDA
     require(false, cuda_backend_missing_message());
 #endif
-    require(o.pattern != "replay",
-            "--backend cuda measures --pattern uniform and routed (replay times each recorded "
-            "exchange through host buffers); use --backend cpu for --pattern replay");
     if (vm["algorithm"].defaulted()) o.algorithms = {"nccl"};
     require(o.algorithms == std::vector<std::string>{"nccl"},
             "--backend cuda measures the nccl algorithm only (drop --algorithm, or pass "

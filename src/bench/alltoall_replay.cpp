@@ -137,10 +137,17 @@ int run_replay_pattern(const AlltoallOptions& o, const cli::ParsedCommand& parse
     BenchAlgorithm& algorithm = *algorithms[a];
     for (int it = 0; it < o.warmup_iters + o.iters; ++it) {
       for (int x = 0; x < X; ++x) {
-        MOEBENCH_MPI_CHECK(MPI_Barrier(comm));
-        const double start = MPI_Wtime();
-        algorithm.run(send.data(), exchanges[x].counts, recv.data(), MPI_FLOAT);
-        if (it >= o.warmup_iters) seconds[static_cast<size_t>(it - o.warmup_iters) * X + x] = MPI_Wtime() - start;
+        double exchange_s = 0.0;
+        if (NcclAlltoall* device = algorithm.device_exchange()) {
+          // One exchange between device buffers after a barrier, CUDA-event time.
+          device->time(exchanges[x].counts, nullptr, /*warmup=*/0, /*iters=*/1, &exchange_s, comm);
+        } else {
+          MOEBENCH_MPI_CHECK(MPI_Barrier(comm));
+          const double start = MPI_Wtime();
+          algorithm.run(send.data(), exchanges[x].counts, recv.data(), MPI_FLOAT);
+          exchange_s = MPI_Wtime() - start;
+        }
+        if (it >= o.warmup_iters) seconds[static_cast<size_t>(it - o.warmup_iters) * X + x] = exchange_s;
       }
     }
     for (int x = 0; x < X; ++x) {
@@ -167,6 +174,10 @@ int run_replay_pattern(const AlltoallOptions& o, const cli::ParsedCommand& parse
                 " rank_max_MB: the busiest sender\n");
     std::printf("# <algorithm>_ms: sum over the step's exchanges of the slowest rank's median;"
                 " recorded_ms: the same sum of the training run's own exchange times (MPI_Alltoallv, no barriers)\n");
+    if (NcclAlltoall* device = algorithms.front()->device_exchange()) {
+      std::printf("# backend cuda: nccl_ms moves each recorded exchange between device buffers on "
+                  "%s (rank 0's device), CUDA-event times\n", device->device_name().c_str());
+    }
     table.print_header(stdout);
   }
   int64_t total_wrong = 0;
