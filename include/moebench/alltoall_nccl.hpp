@@ -25,6 +25,8 @@ class NcclAlltoall {
   ~NcclAlltoall();
   NcclAlltoall(const NcclAlltoall&) = delete;
   NcclAlltoall& operator=(const NcclAlltoall&) = delete;
+  // Grows the device buffers to `elements` floats each way (outside a timed loop).
+  void reserve(int64_t elements);
   // The device name, e.g. "NVIDIA H200".
   std::string device_name() const;
   // Host send -> device, the exchange, device -> host recv (for the check).

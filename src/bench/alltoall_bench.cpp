@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <limits>
 #include <cmath>
 #include <iostream>
 #include <set>
@@ -104,6 +105,9 @@ void resolve_uniform(AlltoallOptions& o, const po::variables_map& vm, int ranks)
   require(o.max_bytes >= o.min_bytes, "--max-bytes must be >= --min-bytes");
   require(o.max_bytes / ranks / static_cast<int64_t>(sizeof(float)) <= (1LL << 30),
           "--max-bytes is too large: at most 4 GiB per peer");
+  // The exchange's offsets and counts are int elements (MPI's and the buffers' layout).
+  require(o.max_bytes / static_cast<int64_t>(sizeof(float)) <= std::numeric_limits<int>::max(),
+          "--max-bytes is too large: at most 8 GiB in all per rank (2^31 - 1 floats)");
   require(o.step_factor >= 2, "--step-factor must be >= 2");
   const std::string predict = vm["predict"].as<std::string>();
   if (predict.empty()) return;

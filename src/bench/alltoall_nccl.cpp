@@ -16,6 +16,10 @@ NcclAlltoall::NcclAlltoall(MPI_Comm /*comm*/, int64_t /*max_elements*/) {
 
 NcclAlltoall::~NcclAlltoall() = default;
 
+void NcclAlltoall::reserve(int64_t /*elements*/) {
+  throw UsageError(cuda_backend_missing_message());
+}
+
 std::string NcclAlltoall::device_name() const { return {}; }
 
 void NcclAlltoall::run_through_host(const float* /*send*/, const ExchangeCounts& /*counts*/,

@@ -135,6 +135,7 @@ int run_replay_pattern(const AlltoallOptions& o, const cli::ParsedCommand& parse
   std::vector<int64_t> wrong(static_cast<size_t>(A) * S, 0);
   for (int a = 0; a < A; ++a) {
     BenchAlgorithm& algorithm = *algorithms[a];
+    if (NcclAlltoall* device = algorithm.device_exchange()) device->reserve(max_elements);
     for (int it = 0; it < o.warmup_iters + o.iters; ++it) {
       for (int x = 0; x < X; ++x) {
         double exchange_s = 0.0;
@@ -173,7 +174,7 @@ int run_replay_pattern(const AlltoallOptions& o, const cli::ParsedCommand& parse
     std::printf("# wire_MB: bytes between distinct ranks in the step (all layers and phases, all ranks);"
                 " rank_max_MB: the busiest sender\n");
     std::printf("# <algorithm>_ms: sum over the step's exchanges of the slowest rank's median;"
-                " recorded_ms: the same sum of the training run's own exchange times (MPI_Alltoallv, no barriers)\n");
+                " recorded_ms: the same sum of the exchange times the training run recorded (its own dispatcher's, no barriers)\n");
     if (NcclAlltoall* device = algorithms.front()->device_exchange()) {
       std::printf("# backend cuda: nccl_ms moves each recorded exchange between device buffers on "
                   "%s (rank 0's device), CUDA-event times\n", device->device_name().c_str());

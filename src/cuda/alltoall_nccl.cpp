@@ -53,6 +53,8 @@ NcclAlltoall::NcclAlltoall(MPI_Comm comm, int64_t max_elements)
 
 NcclAlltoall::~NcclAlltoall() = default;
 
+void NcclAlltoall::reserve(int64_t elements) { impl_->fit(elements); }
+
 std::string NcclAlltoall::device_name() const { return impl_->context.info().name; }
 
 void NcclAlltoall::run_through_host(const float* send, const ExchangeCounts& counts,
