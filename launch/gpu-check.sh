@@ -13,8 +13,10 @@
 #   4. prints a short report; logs and the report go to out/gpu-check/ (OUT_DIR).
 # Exit status 0 only if the build, the tests and the benchmarks' own checks all pass.
 # Designed to finish well within 10 minutes on one H200 (16 cores): the build takes most of it.
-# Every stage has its own time limit (tests 240 s, benchmark 150 s, alltoall 60 s, capacity
-# 60 s, each training run 90 s) and prints a line when it ends, so a hang costs one stage and the rest of the report still comes out; on a
+# Every stage has its own time limit (tests 210 s, benchmark 120 s, alltoall 45 s, capacity
+# 45 s, each training run 60 s: 540 s in all, leaving a minute for the build within the ten)
+# and prints a line when it ends, so a hang costs one stage and the rest of the report still
+# comes out; on a
 # lent machine, run it with OUT_DIR="$OUT" so that the logs come back.
 # The Debian packages of launch/setup.sh must already be installed (this script installs
 # nothing). Environment: BUILD_DIR (build-cuda), OUT_DIR (out/gpu-check),
@@ -57,32 +59,32 @@ echo "gpu-check: build ok (${build_s} s)"
 
 # 2. GPU tests. ctest's --timeout does not override the tests' own TIMEOUT property (300 s
 # each), so the stage as a whole is bounded from outside.
-(cd "$build_dir" && timeout -k 10 240 ctest -L gpu -V) >"$out_dir/ctest.log" 2>&1
+(cd "$build_dir" && timeout -k 10 210 ctest -L gpu -V) >"$out_dir/ctest.log" 2>&1
 test_status=$?
 test_s=$(( $(elapsed) - build_s ))
 echo "gpu-check: tests exit $test_status (${test_s} s)"
 
 # 3. GPU benchmark.
 # shellcheck disable=SC2086
-timeout -k 10 150 "$build_dir/bench/bench_cuda" ${BENCH_ARGS:-} >"$out_dir/bench.log" 2>&1
+timeout -k 10 120 "$build_dir/bench/bench_cuda" ${BENCH_ARGS:-} >"$out_dir/bench.log" 2>&1
 bench_status=$?
 echo "gpu-check: benchmark exit $bench_status"
-timeout -k 10 60 launch/mpirun.sh -np 1 "$build_dir/moebench" alltoall --backend cuda \
+timeout -k 10 45 launch/mpirun.sh -np 1 "$build_dir/moebench" alltoall --backend cuda \
   --min-bytes 1K --max-bytes 256M --iters 20 --out "$out_dir/alltoall.h5" \
   >"$out_dir/alltoall.log" 2>&1
 alltoall_status=$?
 echo "gpu-check: alltoall exit $alltoall_status"
-timeout -k 10 60 launch/mpirun.sh -np 1 "$build_dir/moebench" capacity --backend cuda \
+timeout -k 10 45 launch/mpirun.sh -np 1 "$build_dir/moebench" capacity --backend cuda \
   --experts 64,256 --top-k 1,2 --capacity-factor 1.0,1.25 --tokens 16384 --d-model 1024 \
   --iters 20 --out "$out_dir/capacity.h5" >"$out_dir/capacity.log" 2>&1
 capacity_status=$?
 echo "gpu-check: capacity exit $capacity_status"
-timeout -k 10 90 launch/mpirun.sh -np 1 "$build_dir/moebench" train --backend cuda \
+timeout -k 10 60 launch/mpirun.sh -np 1 "$build_dir/moebench" train --backend cuda \
   --config configs/quickstart.ini --out "$out_dir/train.h5" >"$out_dir/train.log" 2>&1
 train_status=$?
 # The larger-scale model (d 512, 4 blocks, E 32, T 256) for its tokens/s: 40 steps, one
 # evaluation at the end.
-timeout -k 10 90 launch/mpirun.sh -np 1 "$build_dir/moebench" train --backend cuda \
+timeout -k 10 60 launch/mpirun.sh -np 1 "$build_dir/moebench" train --backend cuda \
   --config configs/larger_scale.ini --steps 40 --warmup 10 --eval-batches 2 --log-every 10 \
   --out "$out_dir/train_large.h5" >"$out_dir/train_large.log" 2>&1
 train_large_status=$?
