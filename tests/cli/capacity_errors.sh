@@ -35,28 +35,12 @@ expect_failure "cannot read config file '$work/none.ini'" -- \
 
 expect_failure "--backend: unknown value 'tpu' \\(accepted: cpu, cuda\\)" -- \
   "$mpirun" -np 2 "$moebench" capacity "${small[@]}" --backend tpu --out "$work/h.h5"
-# --backend cuda: a CPU build names the build option. A CUDA build first checks every cell
-# against the GPU routing (no GPU needed: the probe never runs), then, on a machine without a
-# GPU, says that none is visible.
-probe=$("$mpirun" -np 1 "$moebench" capacity "${small[@]}" --backend cuda --drop-policy prob \
-  --out "$work/i.h5" 2>&1 || true)
-if [[ $probe == *"built without the CUDA backend"* ]]; then
-  expect_failure "--backend cuda: this moebench was built without the CUDA backend; build it with launch/build.sh -DMOEBENCH_CUDA=ON" -- \
-    "$mpirun" -np 2 "$moebench" capacity "${small[@]}" --backend cuda --out "$work/j.h5"
-  every_cuda=(--backend cuda --out "$work/k.h5")
-else
-  expect_failure "--drop-policy prob is not implemented in the CUDA backend yet \\(use --drop-policy position or --backend cpu\\)" -- \
-    "$mpirun" -np 2 "$moebench" capacity "${small[@]}" --backend cuda --drop-policy prob --out "$work/j.h5"
-  every_cuda=(--backend cuda --drop-policy prob --out "$work/k.h5")
-  if ! nvidia-smi -L >/dev/null 2>&1; then
-    expect_failure "--backend cuda: no CUDA device is visible" -- \
-      "$mpirun" -np 2 "$moebench" capacity "${small[@]}" --backend cuda --out "$work/l.h5"
-  fi
-fi
+# --backend cuda: a CPU build names the build option; a CUDA build checks every cell against
+# the GPU routing before any device, then, without a GPU, says that none is visible.
+expect_cuda_backend_refusals "$mpirun" "$work/cuda" -- "$moebench" capacity "${small[@]}"
 
 # Every rank exits non-zero (not only the one that printed).
 expect_every_rank_exits 2 4 "$mpirun" -- "$moebench" capacity --experts 6 --out "$work/g.h5"
-expect_every_rank_exits 2 2 "$mpirun" -- "$moebench" capacity "${small[@]}" "${every_cuda[@]}"
 
 # Nothing was left behind by the failed runs.
 leftover=$(find "$work" -name '*.h5' -o -name '*.csv' | wc -l)

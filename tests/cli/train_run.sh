@@ -89,25 +89,8 @@ expect_failure "--expert-precision bf16 needs --backend cuda \\(the CPU experts 
   "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --expert-precision bf16 --out "$work/bf16.h5"
 expect_failure "--backend: unknown value 'tpu' \\(accepted: cpu, cuda\\)" -- \
   "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --backend tpu --out "$work/tpu.h5"
-# --backend cuda: a CPU build names the build option; a CUDA build first checks the routing
-# against what the GPU runs (no GPU needed), then, without a GPU, says that none is visible.
-probe=$("$mpirun" -np 1 "$moebench" train "${tiny[@]}" --backend cuda --drop-policy prob \
-  --out "$work/probe.h5" 2>&1 || true)
-if [[ $probe == *"built without the CUDA backend"* ]]; then
-  expect_failure "--backend cuda: this moebench was built without the CUDA backend; build it with launch/build.sh -DMOEBENCH_CUDA=ON" -- \
-    "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --backend cuda --out "$work/cuda.h5"
-  every_cuda=(--backend cuda --out "$work/cuda2.h5")
-else
-  expect_failure "--drop-policy prob is not implemented in the CUDA backend yet \\(use --drop-policy position or --backend cpu\\)" -- \
-    "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --backend cuda --drop-policy prob --out "$work/cuda.h5"
-  every_cuda=(--backend cuda --drop-policy prob --out "$work/cuda2.h5")
-  if ! nvidia-smi -L >/dev/null 2>&1; then
-    expect_failure "--backend cuda: no CUDA device is visible" -- \
-      "$mpirun" -np 2 "$moebench" train "${tiny[@]}" --backend cuda --out "$work/cuda3.h5"
-  fi
-fi
-expect_every_rank_exits 2 2 "$mpirun" -- "$moebench" train "${tiny[@]}" "${every_cuda[@]}"
-if [ -z "$(find "$work" -name 'tpu.h5' -o -name 'cuda*.h5' -o -name 'probe.h5' -o -name 'bf16.h5' -o -name 'fp16.h5')" ]; then
+expect_cuda_backend_refusals "$mpirun" "$work/cuda" -- "$moebench" train "${tiny[@]}"
+if [ -z "$(find "$work" -name 'tpu.h5' -o -name 'cuda*.h5' -o -name 'bf16.h5' -o -name 'fp16.h5')" ]; then
   _lib_pass "failed --backend runs leave no trace"
 else
   _lib_fail "failed --backend runs leave no trace" "$(find "$work" -name 'cuda*.h5')"
