@@ -94,31 +94,14 @@ __device__ __forceinline__ void store(float* p, const float (&values)[W]) {
   }
 }
 
-// Over the block (blockDim.x == kBlock, every thread calls): each warp reduces its lanes,
-// then every warp reduces the kWarpsPerBlock warp results in the same tree, so all threads
-// return the same value. shared [kWarpsPerBlock]; free again when this returns.
+// Over the block (blockDim.x == kBlock, every thread calls): cuda_detail::block_reduce.
+// shared [kWarpsPerBlock].
 __device__ __forceinline__ double block_sum(double value, double* shared) {
-  const int lane = threadIdx.x % kWarpSize;
-  const int warp = threadIdx.x / kWarpSize;
-  value = warp_sum(value);
-  if (lane == 0) shared[warp] = value;
-  __syncthreads();
-  value = lane < kWarpsPerBlock ? shared[lane] : 0.0;
-  value = warp_sum(value);
-  __syncthreads();
-  return value;
+  return cuda_detail::block_reduce<kWarpsPerBlock>(value, shared, 0.0, cuda_detail::Sum{});
 }
 
 __device__ __forceinline__ float block_max(float value, float* shared) {
-  const int lane = threadIdx.x % kWarpSize;
-  const int warp = threadIdx.x / kWarpSize;
-  value = warp_max(value);
-  if (lane == 0) shared[warp] = value;
-  __syncthreads();
-  value = lane < kWarpsPerBlock ? shared[lane] : -INFINITY;
-  value = warp_max(value);
-  __syncthreads();
-  return value;
+  return cuda_detail::block_reduce<kWarpsPerBlock>(value, shared, -INFINITY, cuda_detail::Max{});
 }
 
 // ---- embedding -------------------------------------------------------------------------

@@ -109,15 +109,15 @@ float CudaMoETransformer::forward(const int32_t* tokens, const int32_t* targets,
   const int C = config_.d_model, V = config_.vocab, NH = config_.heads;
   const int N = B * T;
   // Checked on the host (the device kernels cannot refuse): the CPU layers' messages.
-  build_encoder_backward_index(encoder_index_, tokens, B, T, V);  // checks the tokens
+  check_token_ids(tokens, N, V);
   check_crossentropy_targets(targets, N, V);
   B_ = B;
   T_ = T;
+  tokens_host_ = tokens;
   CUstream_st* stream = context_.compute_stream();
   cublasContext* blas = context_.blas();
   copy_to_device(tokens_.data(), tokens, to_size(N) * sizeof(int32_t), stream);
   copy_to_device(targets_.data(), targets, to_size(N) * sizeof(int32_t), stream);
-  upload_encoder_backward_index(encoder_index_device_.data(), encoder_index_, stream);
 
   const float* P = dense_params_.data();
   cuda_encoder_forward(x0_.data(), tokens_.data(), P + layout_.wte, P + layout_.wpe, B, T, C, V,
@@ -170,6 +170,10 @@ void CudaMoETransformer::backward() {
   const float* P = dense_params_.data();
   float* G = dense_grads_.data();
   float* params = dense_params_.data();
+  // The embedding's backward index, from the forward's tokens (host; still the caller's), built
+  // here so that forward-only passes (evaluation) do not pay for it.
+  build_encoder_backward_index(encoder_index_, tokens_host_, B, T, V);
+  upload_encoder_backward_index(encoder_index_device_.data(), encoder_index_, stream);
   fill_zero(G, dense_grads_.bytes(), stream);  // the dense layers add into them
   // dlogits overwrites probs (mean CE, dloss = 1).
   cuda_crossentropy_softmax_backward(probs_.data(), probs_.data(), targets_.data(), 1.0f, N, V,

@@ -5,8 +5,9 @@
 // blocks, and CudaMoELayer for the MoE blocks.
 //
 // Tokens and targets are host arrays: they come from the data loader, are checked on the host
-// (the CPU layers' messages) and uploaded; the embedding's backward index is built from them on
-// the host. forward() returns the mean cross-entropy of this rank's positions, which makes the
+// (the CPU layers' messages) and uploaded; backward() builds the embedding's backward index
+// from the forward's tokens on the host, so they must stay valid until then (as the CPU
+// model's). forward() returns the mean cross-entropy of this rank's positions, which makes the
 // host wait for the step's forward work (the losses come back to be summed in the CPU's order).
 // Parameters, gradients and activations are device memory; backward() overwrites every
 // gradient (dense and every MoE layer's).
@@ -36,7 +37,8 @@ class CudaMoETransformer {
   CudaMoETransformer& operator=(const CudaMoETransformer&) = delete;
 
   // tokens, targets [B, T] in host memory, each in [0, vocab) (else moebench::Error, before
-  // any device work). Returns this rank's mean cross-entropy. Collective.
+  // any device work); tokens must stay valid until backward(). Returns this rank's mean
+  // cross-entropy. Collective.
   float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
   // Gradients of mean CE + router losses, written over every gradient. Collective.
   void backward();
@@ -64,6 +66,7 @@ class CudaMoETransformer {
   std::unique_ptr<CudaExperts> dense_ffn_;  // one expert: the dense FFN blocks' GELU MLP
 
   DeviceArray<int32_t> tokens_, targets_;    // [B, T]
+  const int32_t* tokens_host_ = nullptr;     // the last forward's (caller-owned)
   EncoderBackwardIndex encoder_index_;       // host
   DeviceArray<int32_t> encoder_index_device_;
   std::vector<float> losses_host_;           // [B T]

@@ -8,7 +8,6 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,10 +15,10 @@
 #include "exchange_nccl.hpp"
 #include "layers_cuda.hpp"
 #include "model_cuda.hpp"
-#include "routing_cuda.hpp"
 #include "moebench/check.hpp"
 #include "moebench/cuda.hpp"
 #include "moebench/train_backend.hpp"
+#include "routing_cuda.hpp"
 
 namespace moebench {
 

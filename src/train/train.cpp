@@ -25,7 +25,6 @@
 #include "moebench/cli.hpp"
 #include "moebench/cuda.hpp"
 #include "moebench/data.hpp"
-#include "moebench/layers.hpp"
 #include "moebench/metrics.hpp"
 #include "moebench/model.hpp"
 #include "moebench/trace.hpp"

@@ -3,7 +3,6 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <cmath>
 
 #include "moebench/check.hpp"
 #include "moebench/layers.hpp"
